@@ -1,0 +1,197 @@
+"""The agent's one long-lived stream to the controller, with jittered exponential backoff.
+
+Reports go out in sequence order from the spool with a bounded window in flight; each is deleted from
+the spool only when its Ack arrives. After a reconnect everything still in the spool is sent again: the
+controller stores each (agent, sequence) once, so a resend after a lost ack is harmless.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import platform
+import queue
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+# TLS 1.2 peers may only use ECDHE suites (SFA-ETG Art.34); set before grpc loads.
+os.environ.setdefault(
+    "GRPC_SSL_CIPHER_SUITES",
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305",
+)
+
+import grpc
+
+from agent import AgentError
+from agent.spool import Spool
+from agent.state import ca_path, cert_path, key_path
+from common import __version__
+from proto.vigil.v1 import agent_service_pb2 as pb
+from proto.vigil.v1 import agent_service_pb2_grpc as pbg
+from proto.vigil.v1 import common_pb2
+
+log = logging.getLogger(__name__)
+SERVER_NAME = "vigil-controller"
+WINDOW = 512
+_END = object()
+
+
+class Revoked(AgentError, PermissionError):
+    pass
+
+
+def backoff_delays(base: float = 0.5, cap: float = 60.0) -> Iterator[float]:
+    """Full-jitter exponential backoff: uniform(0, min(cap, base * 2**n))."""
+    n = 0
+    while True:
+        yield random.uniform(0, min(cap, base * 2**n))
+        n = min(n + 1, 20)
+
+
+class Connection:
+    def __init__(
+        self,
+        data_dir: Path,
+        controller: str,
+        spool: Spool,
+        capabilities: list[tuple[str, int]],
+        policy_id: Callable[[], str],
+        on_policy: Callable[[pb.Policy], None],
+        on_command: Callable[[pb.Command], None],
+    ) -> None:
+        self.data_dir = data_dir
+        self.controller = controller
+        self.spool = spool
+        self.capabilities = capabilities
+        self.policy_id = policy_id
+        self.on_policy = on_policy
+        self.on_command = on_command
+        self.heartbeat_s = 30.0
+        self.stopped = threading.Event()
+        self.connected = threading.Event()
+        self.acked = 0
+
+    def _credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=ca_path(self.data_dir).read_bytes(),
+            private_key=key_path(self.data_dir).read_bytes(),
+            certificate_chain=cert_path(self.data_dir).read_bytes(),
+        )
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.spool.changed.set()
+
+    def run_forever(self) -> None:
+        delays = backoff_delays()
+        while not self.stopped.is_set():
+            started = time.monotonic()
+            try:
+                self._session()
+            except Revoked:
+                raise
+            except grpc.RpcError as exc:
+                code = exc.code() if hasattr(exc, "code") else None
+                if code == grpc.StatusCode.PERMISSION_DENIED:
+                    raise Revoked(
+                        f"the controller refused this agent: {exc.details()} — its certificate was revoked; "
+                        "enroll again with a new token"
+                    ) from exc
+                log.warning("controller %s unreachable (%s): %s", self.controller, code.name if code else "?",
+                            exc.details() if hasattr(exc, "details") else exc)
+            except Exception:
+                log.exception("agent stream failed")
+            self.connected.clear()
+            if time.monotonic() - started > 30:
+                delays = backoff_delays()  # a long healthy session resets the backoff
+            delay = next(delays)
+            log.info("reconnecting in %.1fs", delay)
+            self.stopped.wait(delay)
+
+    def _session(self) -> None:
+        outq: queue.Queue[object] = queue.Queue()
+        hello = pb.Hello(
+            agent_version=__version__, hostname=socket.gethostname(),
+            os=f"{platform.system().lower()} {platform.release()}", policy_id=self.policy_id(),
+            checks=[common_pb2.CheckCapability(check_id=c, version=v) for c, v in self.capabilities],
+        )
+        outq.put(pb.AgentMessage(hello=hello))
+        inflight: set[int] = set()
+        lock = threading.Lock()
+        high = [0]  # highest sequence handed to the stream in this session
+        done = threading.Event()
+
+        def requests() -> Iterator[pb.AgentMessage]:
+            while True:
+                item = outq.get()
+                if item is _END:
+                    return
+                yield item  # type: ignore[misc]
+
+        def sender() -> None:
+            last_beat = time.monotonic()
+            while not done.is_set() and not self.stopped.is_set():
+                next_beat = last_beat + self.heartbeat_s  # the policy may change the interval
+                with lock:
+                    room = WINDOW - len(inflight)
+                    after = high[0]
+                if room > 0:
+                    for seq, payload in self.spool.pending(after, room):
+                        report = pb.AgentMessage.FromString(payload)
+                        with lock:
+                            inflight.add(seq)
+                            high[0] = max(high[0], seq)
+                        outq.put(report)
+                now = time.monotonic()
+                if now >= next_beat:
+                    stats = self.spool.stats()
+                    hb = pb.Heartbeat(spool_depth=stats["depth"], dropped_records=stats["dropped"])
+                    hb.sent_at.FromDatetime(dt.datetime.now(dt.UTC))
+                    outq.put(pb.AgentMessage(heartbeat=hb))
+                    last_beat = now
+                self.spool.changed.wait(min(1.0, max(0.01, last_beat + self.heartbeat_s - time.monotonic())))
+                self.spool.changed.clear()
+            outq.put(_END)
+
+        channel = grpc.secure_channel(
+            self.controller, self._credentials(),
+            [("grpc.ssl_target_name_override", SERVER_NAME), ("grpc.keepalive_time_ms", 30_000),
+             ("grpc.keepalive_timeout_ms", 10_000), ("grpc.keepalive_permit_without_calls", 1)],
+        )
+        send_thread = threading.Thread(target=sender, name="vigil-sender", daemon=True)
+        try:
+            responses = pbg.AgentChannelStub(channel).Connect(requests())
+            send_thread.start()
+            for msg in responses:
+                if not self.connected.is_set():
+                    self.connected.set()
+                    log.info("connected to controller %s", self.controller)
+                kind = msg.WhichOneof("msg")
+                if kind == "ack":
+                    self.spool.ack([msg.ack.sequence])
+                    self.acked += 1
+                    if msg.ack.outcome == pb.Ack.REJECTED:
+                        log.warning("controller rejected report %d: %s", msg.ack.sequence, msg.ack.message)
+                    with lock:
+                        inflight.discard(msg.ack.sequence)
+                    self.spool.changed.set()
+                elif kind == "policy":
+                    if msg.policy.heartbeat_interval_s:
+                        self.heartbeat_s = float(msg.policy.heartbeat_interval_s)
+                    self.on_policy(msg.policy)
+                elif kind == "command":
+                    self.on_command(msg.command)
+                if self.stopped.is_set():
+                    break
+        finally:
+            done.set()
+            self.spool.changed.set()
+            outq.put(_END)
+            channel.close()
+            if send_thread.is_alive():
+                send_thread.join(5)

@@ -1,0 +1,112 @@
+"""``vigil-agent run``: wires the spool, the scheduler and the connection together."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agent.client import Connection
+from agent.scheduler import Scheduler
+from agent.spool import DEFAULT_MAX_BYTES, Spool
+from agent.state import Identity, policy_path
+from checks.registry import REGISTRY
+from common.errors import ConfigError
+from proto.vigil.v1 import agent_service_pb2 as pb
+from proto.vigil.v1 import report_pb2
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AgentConfig:
+    spool_max_mb: float = DEFAULT_MAX_BYTES / 2**20
+    check_timeout_s: float = 120.0
+
+    @classmethod
+    def load(cls, path: Path | None) -> AgentConfig:
+        if path is None:
+            return cls()
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read agent config: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the agent config must be a mapping")
+        cfg = cls()
+        for key, value in data.items():
+            if key not in ("spool_max_mb", "check_timeout_s"):
+                raise ConfigError(f"{path}: unknown key {key!r} (known: spool_max_mb, check_timeout_s)")
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{path}: {key} must be a number, not {value!r}") from None
+            if number <= 0:
+                raise ConfigError(f"{path}: {key} must be greater than zero")
+            setattr(cfg, key, number)
+        return cfg
+
+
+class Agent:
+    def __init__(self, data_dir: Path, config: AgentConfig | None = None) -> None:
+        self.data_dir = data_dir
+        self.config = config or AgentConfig()
+        self.identity = Identity.load(data_dir)
+        self.spool = Spool(data_dir / "spool.db", int(self.config.spool_max_mb * 2**20))
+        self.checks: dict[str, Any] = {cls.id: cls() for cls in REGISTRY}
+        self.scheduler = Scheduler(self.checks, self.deliver, self.spool.stats, self.config.check_timeout_s)
+        self.connection = Connection(
+            data_dir, self.identity.controller, self.spool,
+            [(c.id, c.version) for c in self.checks.values()],
+            lambda: self.scheduler.policy_id, self.on_policy, self.on_command,
+        )
+        saved = policy_path(data_dir)
+        if saved.exists():
+            policy = pb.Policy()
+            try:
+                policy.ParseFromString(saved.read_bytes())
+                self.scheduler.apply_policy(policy)
+            except Exception:  # a damaged policy file is replaced by the controller's next push
+                log.warning("ignoring unreadable %s", saved)
+
+    def deliver(self, report: report_pb2.Report) -> None:
+        def build(seq: int) -> bytes:
+            report.sequence = seq
+            return pb.AgentMessage(report=report).SerializeToString()
+
+        seq = self.spool.put(build, essential=report.check_id == "agent")
+        if seq is None:
+            log.error("spool full: dropped a %s result (the controller will be told)", report.check_id)
+
+    def on_policy(self, policy: pb.Policy) -> None:
+        tmp = policy_path(self.data_dir).with_suffix(".tmp")
+        tmp.write_bytes(policy.SerializeToString())
+        tmp.replace(policy_path(self.data_dir))
+        self.scheduler.apply_policy(policy)
+
+    def on_command(self, command: pb.Command) -> None:
+        if command.kind == pb.Command.RUN_CHECKS:
+            log.info("controller asked to run %s now", ", ".join(command.check_ids) or "all checks")
+            self.scheduler.run_now(list(command.check_ids))
+
+    def run(self) -> None:
+        sched = threading.Thread(target=self.scheduler.loop, name="vigil-scheduler", daemon=True)
+        sched.start()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: self.stop())
+        log.info("agent %s running; controller %s", self.identity.agent_id, self.identity.controller)
+        try:
+            self.connection.run_forever()
+        finally:
+            self.scheduler.stop()
+            self.spool.close()
+
+    def stop(self) -> None:
+        self.connection.stop()
+        self.scheduler.stop()

@@ -1,0 +1,76 @@
+"""The shape every check follows (after GRR client actions and osquery tables).
+
+A check has an ``id`` (also its proto message prefix, its baseline ``check:`` value and its test
+folder), a ``version`` bumped when its result changes shape, the platforms it runs on, an ``Args``
+type built from the rule ``params`` the controller pushes, and ``collect()``, which only gathers raw
+input and hands it to pure ``parse_*`` functions that are tested on captured fixtures.
+"""
+
+from __future__ import annotations
+
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, TypeVar
+
+from google.protobuf.message import Message
+
+from common.errors import VigilError
+
+
+class CheckError(VigilError):
+    """A check could not collect. ``kind`` is a CheckStatus.Kind name (ERROR, PARTIAL, ...)."""
+
+    kind: str = "ERROR"
+
+
+class UnsupportedPlatform(CheckError):
+    kind = "UNSUPPORTED"
+
+
+@dataclass
+class Context:
+    """What a check may know about where it runs."""
+
+    platform: str = sys.platform
+    # Raised by the check when it saw only part of what it looks at (e.g. other users' sockets).
+    warnings: list[str] = field(default_factory=list)
+    # Set by the agent runner for the ``agent`` check: spool depth, bytes and dropped count.
+    spool_stats: Callable[[], Mapping[str, int]] | None = None
+
+
+class Args:
+    """Base of check arguments: built from the rule ``params`` pushed by the controller."""
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> Args:
+        return cls()
+
+
+class Result(ABC):
+    """A typed result; ``to_proto`` converts it at the edge into the check's proto message."""
+
+    @abstractmethod
+    def to_proto(self) -> Message: ...
+
+
+ArgsT = TypeVar("ArgsT", bound=Args)
+ResultT = TypeVar("ResultT", bound=Result)
+
+
+class Check(ABC, Generic[ArgsT, ResultT]):
+    id: ClassVar[str]
+    version: ClassVar[int]
+    platforms: ClassVar[tuple[str, ...]]
+    args_type: ClassVar[type[Args]] = Args
+    # Name of this check's field in the Report ``result`` oneof.
+    report_field: ClassVar[str]
+    default_interval_s: ClassVar[int] = 300
+
+    @abstractmethod
+    def collect(self, args: ArgsT, ctx: Context) -> Iterator[ResultT]:
+        """Gather raw input, parse it, yield typed results (normally exactly one)."""
+
+    def runs_here(self, platform: str = sys.platform) -> bool:
+        return any(platform.startswith(p) for p in self.platforms)

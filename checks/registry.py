@@ -1,0 +1,15 @@
+"""The one place where checks are registered. No import-for-side-effect: add the class here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from checks.agent_self import AgentSelf
+from checks.base import Check
+from checks.ports import Ports
+
+REGISTRY: tuple[type[Check[Any, Any]], ...] = (Ports, AgentSelf)
+
+
+def by_id() -> dict[str, type[Check[Any, Any]]]:
+    return {c.id: c for c in REGISTRY}

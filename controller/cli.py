@@ -1,0 +1,156 @@
+"""``vigil-controller``: serve, and the administrative commands that work on the data directory."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from common.cli import Parser, add_common, print_json, run, setup_logging
+from common.durations import parse_duration
+from common.errors import UsageError
+
+PROG = "vigil-controller"
+
+
+def _admin_actor() -> str:
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog=PROG, description="The Vigil controller: stores results, judges baselines, raises tickets.")
+    add_common(p)
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    def data(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--data-dir", type=Path, required=True, help="controller data directory")
+        sp.add_argument("--db", default=None, help="database URL (default: SQLite under --data-dir)")
+        add_common(sp)
+
+    s = sub.add_parser("serve", help="run the controller")
+    data(s)
+    s.add_argument("--grpc", default="127.0.0.1:7443", help="agent channel, mutual TLS (default %(default)s)")
+    s.add_argument("--enroll", default=None, help="enrollment listener (default: the --grpc port + 1)")
+    s.add_argument("--http", default="127.0.0.1:8080", help="REST API and web UI (default %(default)s)")
+    s.add_argument("--heartbeat", default="30s", help="agent heartbeat interval (default %(default)s)")
+
+    t = sub.add_parser("token", help="enrollment tokens").add_subparsers(dest="sub", required=True)
+    tc = t.add_parser("create", help="print one single-use enrollment token")
+    data(tc)
+    tc.add_argument("--ttl", default="1h", help="lifetime (default %(default)s)")
+    tc.add_argument("--tags", default="", help="comma-separated tags given to the agent")
+
+    u = sub.add_parser("user", help="web/API users").add_subparsers(dest="sub", required=True)
+    uc = u.add_parser("create", help="create a user")
+    data(uc)
+    uc.add_argument("--username", required=True)
+    uc.add_argument("--role", required=True, choices=["admin", "analyst", "viewer"])
+    uc.add_argument("--password-stdin", action="store_true", required=True, help="read the password from stdin")
+
+    k = sub.add_parser("apikey", help="API keys").add_subparsers(dest="sub", required=True)
+    kc = k.add_parser("create", help="print a new API key for a user")
+    data(kc)
+    kc.add_argument("--username", required=True)
+
+    a = sub.add_parser("audit", help="the audit log").add_subparsers(dest="sub", required=True)
+    av = a.add_parser("verify", help="verify the hash chain end to end")
+    data(av)
+    av.add_argument("--json", action="store_true")
+
+    g = sub.add_parser("agent", help="enrolled agents").add_subparsers(dest="sub", required=True)
+    gr = g.add_parser("revoke", help="revoke an agent's certificate")
+    data(gr)
+    gr.add_argument("agent_id")
+    gr.add_argument("--reason", default="")
+    return p
+
+
+def _open(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from controller.core import Controller, ControllerConfig
+
+    return Controller.open(ControllerConfig(data_dir=args.data_dir, db_url=args.db))
+
+
+def main_args(args: argparse.Namespace) -> int:
+    if args.cmd == "serve":
+        from controller.core import ControllerConfig
+        from controller.server import Running, serve
+
+        setup_logging(args.debug)
+        cfg = ControllerConfig(data_dir=args.data_dir, db_url=args.db, grpc_addr=args.grpc, enroll_addr=args.enroll,
+                               http_addr=args.http, heartbeat_s=parse_duration(args.heartbeat))
+
+        def ready(r: Running) -> None:
+            sys.stdout.write(f"vigil-controller: agents on {args.grpc.rsplit(':', 1)[0]}:{r.grpc_port} "
+                             f"(enrollment :{r.enroll_port}), API on {r.url}/api/v1\n")
+            sys.stdout.flush()
+
+        asyncio.run(serve(cfg, ready))
+        return 0
+
+    ctl = _open(args)
+    actor = _admin_actor()
+    if args.cmd == "token":
+        from controller.enrollment import create_token
+
+        ttl = dt.timedelta(seconds=parse_duration(args.ttl))
+        tags = [t.strip() for t in args.tags.split(",") if t.strip()]
+        with ctl.sessions.begin() as s:
+            token = create_token(s, ctl.ca, ttl, tags, actor)
+        print(token)
+        return 0
+    if args.cmd == "user":
+        from controller.users import create_user
+
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise UsageError("no password on stdin")
+        with ctl.sessions.begin() as s:
+            create_user(s, args.username, args.role, password, actor)
+        sys.stderr.write(f"created {args.role} {args.username}\n")
+        return 0
+    if args.cmd == "apikey":
+        from controller.users import create_api_key
+
+        with ctl.sessions.begin() as s:
+            key = create_api_key(s, args.username, actor)
+        print(key)
+        return 0
+    if args.cmd == "audit":
+        from controller import audit
+
+        with ctl.sessions() as s:
+            res = audit.verify(s)
+        if args.json:
+            print_json({"ok": res.ok, "entries": res.entries, "first_bad_seq": res.first_bad_seq,
+                        "reason": res.reason, "head": res.head})
+        elif res.ok:
+            print(f"audit log verified: {res.entries} entries, head {res.head[:16]}")
+        else:
+            sys.stderr.write(f"{PROG}: audit log BROKEN at entry {res.first_bad_seq}: {res.reason} "
+                             f"({res.entries} entries verified before it)\n")
+        return 0 if res.ok else 1
+    if args.cmd == "agent":
+        from controller.enrollment import revoke
+
+        with ctl.sessions.begin() as s:
+            agent = revoke(s, args.agent_id, actor, args.reason)
+        print(f"revoked {agent.id} ({agent.hostname})")
+        return 0
+    raise UsageError(f"unknown command {args.cmd}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(PROG, main_args, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""The controller's shared state: database, CA, the baselines in force, and connected agents."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from common.errors import UsageError
+from controller import audit
+from controller.baselines import BaselineDoc, load_baseline
+from controller.ca import CertificateAuthority
+from controller.db.models import Baseline
+from controller.db.store import make_engine, session_factory, sqlite_url, upgrade
+from controller.errors import Conflict
+from controller.policy import DEFAULT_HEARTBEAT_S, Applicable, applicable_rules
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DEFAULT_BASELINE = Path(__file__).parent / "default_baselines" / "tw-securities-linux.yaml"
+
+
+@dataclass
+class ControllerConfig:
+    data_dir: Path
+    db_url: str | None = None
+    grpc_addr: str = "127.0.0.1:7443"
+    enroll_addr: str | None = None
+    http_addr: str = "127.0.0.1:8080"
+    heartbeat_s: int = DEFAULT_HEARTBEAT_S
+    # An agent silent for this many heartbeats is offline; "lost" follows the baseline's max_silence.
+    offline_after_beats: int = 3
+    default_lost_after_s: int = 300
+    liveness_every_s: float = 5.0
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or sqlite_url(self.data_dir)
+
+    @property
+    def enroll_address(self) -> str:
+        if self.enroll_addr:
+            return self.enroll_addr
+        host, _, port = self.grpc_addr.rpartition(":")
+        return f"{host}:{int(port) + 1 if int(port) else 0}"
+
+
+@dataclass
+class Controller:
+    config: ControllerConfig
+    sessions: sessionmaker[Session]
+    ca: CertificateAuthority
+    is_sqlite: bool
+    _baselines: list[BaselineDoc] = field(default_factory=list)
+    _baseline_gen: tuple[int, str] = (0, "")
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    writer: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "vigil-writer"))
+    # Called (from any thread) when the baselines changed, so connected agents get a new policy.
+    on_policy_change: list[Callable[[], None]] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, config: ControllerConfig) -> Controller:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(config.database_url)
+        upgrade(engine)
+        ca = CertificateAuthority.load_or_create(config.data_dir / "pki")
+        is_sqlite = config.database_url.startswith("sqlite")
+        ctl = cls(
+            config=config,
+            sessions=session_factory(engine),
+            ca=ca,
+            is_sqlite=is_sqlite,
+            writer=ThreadPoolExecutor(1 if is_sqlite else 4, "vigil-writer"),
+        )
+        ctl.ensure_default_baseline()
+        return ctl
+
+    def ensure_default_baseline(self) -> None:
+        with self.sessions.begin() as s:
+            if s.execute(select(func.count()).select_from(Baseline)).scalar_one() == 0:
+                text = DEFAULT_BASELINE.read_text()
+                self._store_baseline(s, load_baseline(text, DEFAULT_BASELINE.name), text, "system")
+
+    # -- baselines -------------------------------------------------------------------------------
+    def _store_baseline(self, s: Session, doc: BaselineDoc, source: str, actor: str) -> Baseline:
+        row = s.get(Baseline, doc.name)
+        now = dt.datetime.now(dt.UTC)
+        if row is not None:
+            if doc.version <= row.version:
+                raise Conflict(
+                    f"baseline {doc.name!r} version {doc.version} must be greater than the running version "
+                    f"{row.version}"
+                )
+            old = row.version
+            row.version, row.source, row.document = doc.version, source, doc.to_document()
+            row.applied_at, row.applied_by = now, actor
+        else:
+            old = None
+            row = Baseline(name=doc.name, version=doc.version, source=source, document=doc.to_document(),
+                           applied_at=now, applied_by=actor)
+            s.add(row)
+        audit.record(s, actor, "baseline.apply", "baseline", doc.name,
+                     {"version": doc.version, "previous_version": old, "rules": [r.id for r in doc.rules]})
+        return row
+
+    def apply_baseline(self, text: str, filename: str, actor: str, expect_name: str | None = None) -> BaselineDoc:
+        """Validate as a whole, then replace; on any error nothing changes."""
+        doc = load_baseline(text, filename)
+        if expect_name is not None and doc.name != expect_name:
+            raise UsageError(f"{filename}: the file is baseline {doc.name!r}, not {expect_name!r}")
+        with self.sessions.begin() as s:
+            self._store_baseline(s, doc, text, actor)
+        self.policy_changed()
+        return doc
+
+    def policy_changed(self) -> None:
+        with self._lock:
+            self._baseline_gen = (-1, "")
+        for cb in list(self.on_policy_change):
+            cb()
+
+    def baselines(self) -> list[BaselineDoc]:
+        """The baselines in force, re-read only when another writer (or replica) changed them."""
+        with self.sessions() as s:
+            gen_row = s.execute(select(func.count(), func.max(Baseline.applied_at))).one()
+        gen = (int(gen_row[0]), str(gen_row[1]))
+        with self._lock:
+            if gen != self._baseline_gen:
+                with self.sessions() as s:
+                    rows = s.execute(select(Baseline)).scalars().all()
+                    self._baselines = [BaselineDoc.from_document(r.document) for r in rows]
+                self._baseline_gen = gen
+            return list(self._baselines)
+
+    def rules_for(self, tags: list[str]) -> list[Applicable]:
+        return applicable_rules(self.baselines(), tags)
+
+    # -- running database work off the event loop ----------------------------------------------
+    async def db(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.writer, fn, *args)

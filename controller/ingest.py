@@ -1,0 +1,166 @@
+"""Reports in: stored exactly once per (agent, sequence), re-validated, then judged.
+
+The controller never trusts the agent's judgement (it sends none) nor its data blindly: each result
+is checked for shape and range here before the baselines see it, as GRR's server re-filters what a
+client returns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from google.protobuf.json_format import MessageToDict
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from controller.db.models import Agent, Result
+from controller.evaluate import evaluate
+from controller.policy import Applicable
+from controller.tickets import Outcome, RuleRef, apply_outcomes
+from proto.vigil.v1 import agent_service_pb2 as pb
+from proto.vigil.v1 import common_pb2, report_pb2
+
+log = logging.getLogger(__name__)
+
+# The Report oneof field of each check id that this controller can judge, with its newest version.
+KNOWN_RESULTS: dict[str, str] = {"ports": "ports", "agent": "agent"}
+_PROTOS = {"tcp", "tcp6", "udp", "udp6"}
+
+
+class InvalidReport(ValueError):
+    pass
+
+
+def _validate_ports(facts: dict[str, Any]) -> None:
+    for i, lst in enumerate(facts.get("listeners", [])):
+        if lst.get("proto") not in _PROTOS:
+            raise InvalidReport(f"listeners[{i}].proto {lst.get('proto')!r} is not one of {sorted(_PROTOS)}")
+        port = int(lst.get("port", 0))
+        if not 0 < port < 65536:
+            raise InvalidReport(f"listeners[{i}].port {port} is out of range")
+        try:
+            ipaddress.ip_address(str(lst.get("address", "")).split("%")[0])
+        except ValueError as exc:
+            raise InvalidReport(f"listeners[{i}].address {lst.get('address')!r} is not an IP address") from exc
+
+
+_VALIDATORS = {"ports": _validate_ports}
+
+
+def facts_of(report: report_pb2.Report) -> dict[str, Any]:
+    field = report.WhichOneof("result")
+    expected = KNOWN_RESULTS.get(report.check_id)
+    if expected is None:
+        raise InvalidReport(f"unknown check {report.check_id!r}")
+    if field is None:
+        if report.status.kind == common_pb2.CheckStatus.OK:
+            raise InvalidReport(f"check {report.check_id!r} reported OK without a result")
+        return {}
+    if field != expected:
+        raise InvalidReport(f"check {report.check_id!r} carried a {field!r} result")
+    # Defaults included: a fact of 0 or false ("unexpected_changes: 0") is a fact, not a missing one.
+    facts: dict[str, Any] = MessageToDict(
+        getattr(report, field), preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    validator = _VALIDATORS.get(report.check_id)
+    if validator:
+        validator(facts)
+    return facts
+
+
+def _ack(seq: int, outcome: int, message: str = "") -> pb.Ack:
+    return pb.Ack(sequence=seq, outcome=outcome, message=message)  # type: ignore[arg-type]
+
+
+def ingest_reports(
+    session: Session,
+    agent_id: str,
+    reports: Sequence[report_pb2.Report],
+    rules: Sequence[Applicable],
+    now: dt.datetime | None = None,
+) -> list[pb.Ack]:
+    """Store and judge ``reports`` of one agent in the caller's transaction; one Ack per report.
+
+    The caller commits, then sends the acks: an ack therefore always means "durably stored".
+    """
+    agent = session.get(Agent, agent_id)
+    if agent is None:
+        raise LookupError(agent_id)
+    acks: list[pb.Ack] = []
+    for report in reports:
+        when = now or dt.datetime.now(dt.UTC)
+        seq = report.sequence
+        if seq <= 0:
+            acks.append(_ack(seq, pb.Ack.REJECTED, "sequence must be positive"))
+            continue
+        dup = session.execute(
+            select(Result.id).where(Result.agent_id == agent_id, Result.sequence == seq)
+        ).scalar_one_or_none()
+        if dup is not None:
+            log.warning("agent %s: refused replay of sequence %d (stored as result %d)", agent_id, seq, dup)
+            acks.append(_ack(seq, pb.Ack.DUPLICATE, f"sequence {seq} already stored"))
+            continue
+        try:
+            facts = facts_of(report)
+        except InvalidReport as exc:
+            log.warning("agent %s: rejected report %d: %s", agent_id, seq, exc)
+            acks.append(_ack(seq, pb.Ack.REJECTED, str(exc)))
+            continue
+        status = common_pb2.CheckStatus.Kind.Name(report.status.kind)
+        collected = report.collected_at.ToDatetime(dt.UTC) if report.HasField("collected_at") else when
+        with session.begin_nested():
+            row = Result(
+                agent_id=agent_id,
+                sequence=seq,
+                check_id=report.check_id,
+                check_version=report.check_version,
+                task_id=report.task_id,
+                collected_at=collected,
+                received_at=when,
+                status=status,
+                status_message=report.status.message,
+                facts=facts,
+                raw=report.SerializeToString(),
+            )
+            session.add(row)
+            session.flush()
+            agent.max_sequence = max(agent.max_sequence, seq)
+            if report.check_id == "agent" and facts:
+                agent.spool_depth = int(facts.get("spool_depth", 0))
+                agent.dropped_records = int(facts.get("dropped_records", 0))
+            judge(session, agent, report.check_id, report.task_id, facts, status, rules, when, row.id)
+        acks.append(_ack(seq, pb.Ack.STORED))
+    return acks
+
+
+def judge(
+    session: Session,
+    agent: Agent,
+    check_id: str,
+    task: str,
+    facts: dict[str, Any],
+    status: str,
+    rules: Sequence[Applicable],
+    now: dt.datetime,
+    result_id: int | None,
+) -> None:
+    for app in rules:
+        if app.rule.check != check_id or (task and app.task_id != task):
+            continue
+        observations = evaluate(app.rule, check_id, facts, status)
+        ref = RuleRef(
+            rule_id=app.rule.id,
+            check_id=check_id,
+            severity=app.rule.severity,
+            refs=tuple(app.rule.refs),
+            baseline=app.baseline.name,
+            baseline_version=app.baseline.version,
+        )
+        outcomes = [Outcome(o.subject, o.passed, o.message, dict(o.evidence)) for o in observations]
+        # A check that failed to run says nothing about subjects it did not see: keep them as they were.
+        complete = status in ("OK", "PARTIAL")
+        apply_outcomes(session, agent.id, agent.hostname, ref, outcomes, now, result_id, complete=complete)

@@ -1,0 +1,228 @@
+"""``vigil``: the operator CLI over the REST API, and ``vigil up``, the newcomer's one command.
+
+Uses only the standard library so it works from the base install on any admin workstation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from common.cli import Parser, add_common, print_json, run
+from common.errors import UsageError, VigilError
+
+PROG = "vigil"
+
+
+class ApiError(VigilError):
+    pass
+
+
+class Client:
+    def __init__(self, url: str, key: str, timeout: float = 30.0) -> None:
+        self.base = url.rstrip("/")
+        if not self.base.endswith("/api/v1"):
+            self.base += "/api/v1"
+        self.key = key
+        self.timeout = timeout
+
+    def call(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
+             headers: dict[str, str] | None = None) -> Any:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        req.add_header("Authorization", f"Bearer {self.key}")
+        req.add_header("Accept", "application/json")
+        if body is not None:
+            req.add_header("Content-Type", "application/json")
+        for k, v in (headers or {}).items():
+            req.add_header(k, v)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                payload = resp.read()
+        except urllib.error.HTTPError as exc:
+            text = exc.read().decode("utf-8", "replace")
+            try:
+                doc = json.loads(text)
+                detail = doc.get("detail", text)
+            except ValueError:
+                detail = text
+            if isinstance(detail, list):  # FastAPI validation errors
+                detail = "; ".join(str(d.get("msg", d)) for d in detail)
+            raise ApiError(f"{method} {path}: HTTP {exc.code}: {detail}") from None
+        except urllib.error.URLError as exc:
+            raise ApiError(f"cannot reach the controller at {self.base}: {exc.reason}") from None
+        return json.loads(payload) if payload else None
+
+
+def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
+    if not rows:
+        return "(none)"
+    cells = [[str(r.get(c, "") if r.get(c) is not None else "") for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    widths = [min(w, 60) for w in widths]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True))]
+    for row in cells:
+        lines.append("  ".join(v[:w].ljust(w) for v, w in zip(row, widths, strict=True)))
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = Parser(prog=PROG, description="Operate a Vigil controller over its REST API.")
+    p.add_argument("--url", default=os.environ.get("VIGIL_URL"), help="controller URL (or VIGIL_URL)")
+    p.add_argument("--api-key", default=os.environ.get("VIGIL_API_KEY"), help="API key (or VIGIL_API_KEY)")
+    p.add_argument("--json", action="store_true", help="print exactly one JSON document")
+    add_common(p)
+    sub = p.add_subparsers(dest="noun", required=True, metavar="NOUN")
+
+    up = sub.add_parser("up", help="start a controller and a local agent on SQLite (newcomer's command)")
+    up.add_argument("--data-dir", type=Path, default=Path("vigil-data"))
+    up.add_argument("--http", default="127.0.0.1:8080")
+    up.add_argument("--grpc", default="127.0.0.1:7443")
+    add_common(up)
+
+    def verb(noun: str, help_: str) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+        return sub.add_parser(noun, help=help_).add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def leaf(vs: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_: str
+             ) -> argparse.ArgumentParser:
+        lp = vs.add_parser(name, help=help_)
+        lp.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+        add_common(lp)
+        return lp
+
+    ag = verb("agents", "enrolled agents")
+    leaf(ag, "list", "list agents")
+    leaf(ag, "show", "one agent with its findings").add_argument("id")
+    leaf(ag, "revoke", "revoke an agent's certificate (admin)").add_argument("id")
+
+    tk = verb("tickets", "incident tickets")
+    tl = leaf(tk, "list", "list tickets")
+    tl.add_argument("--status", default=None, help="e.g. open or open,acknowledged")
+    tl.add_argument("--severity", default=None)
+    tl.add_argument("--check", default=None)
+    leaf(tk, "show", "one ticket with its timeline").add_argument("id", type=int)
+    tt = leaf(tk, "transition", "move a ticket to another state")
+    tt.add_argument("id", type=int)
+    tt.add_argument("--to", required=True)
+    tt.add_argument("--reason", default="")
+
+    fd = verb("findings", "evaluated findings")
+    fl = leaf(fd, "list", "list findings")
+    fl.add_argument("--status", default=None, help="pass or fail")
+    fl.add_argument("--check", default=None)
+    fl.add_argument("--asset", default=None)
+
+    bl = verb("baseline", "hardening baselines")
+    leaf(bl, "apply", "validate and apply a baseline YAML file (admin)").add_argument("file", type=Path)
+    leaf(bl, "show", "show a baseline").add_argument("name")
+    leaf(bl, "list", "list baselines")
+
+    sw = verb("sweep", "run checks now")
+    sr = leaf(sw, "run", "ask every connected agent to run its checks now")
+    sr.add_argument("--checks", default="", help="comma-separated check ids (default: all)")
+    sr.add_argument("--wait", action="store_true", help="accepted for compatibility; sweeps report via tickets")
+
+    au = verb("audit", "the audit log")
+    leaf(au, "verify", "verify the audit hash chain")
+    return p
+
+
+def _client(args: argparse.Namespace) -> Client:
+    if not args.url:
+        raise UsageError("no controller URL: pass --url or set VIGIL_URL")
+    if not args.api_key:
+        raise UsageError("no API key: pass --api-key or set VIGIL_API_KEY (see 'vigil-controller apikey create')")
+    return Client(args.url, args.api_key)
+
+
+def main_args(args: argparse.Namespace) -> int:
+    if args.noun == "up":
+        from controller.up import up
+
+        return up(args.data_dir, args.http, args.grpc, args.debug)
+    c = _client(args)
+    out: Any
+    human: str
+    if args.noun == "agents":
+        if args.verb == "list":
+            out = c.call("GET", "/agents")
+            human = _table(out, ["id", "hostname", "status", "last_seen", "version", "tags"])
+        elif args.verb == "show":
+            out = c.call("GET", f"/agents/{urllib.parse.quote(args.id)}")
+            human = json.dumps(out, indent=2)
+        else:
+            out = c.call("POST", f"/agents/{urllib.parse.quote(args.id)}/revoke", {})
+            human = f"revoked {out['id']} ({out['hostname']})"
+    elif args.noun == "tickets":
+        if args.verb == "list":
+            q = {k: v for k, v in (("status", args.status), ("severity", args.severity), ("check", args.check)) if v}
+            out = c.call("GET", "/tickets" + ("?" + urllib.parse.urlencode(q) if q else ""))
+            human = _table(out, ["id", "severity", "status", "check", "rule_id", "asset_name", "occurrences",
+                                 "title"])
+        elif args.verb == "show":
+            out = c.call("GET", f"/tickets/{args.id}")
+            human = json.dumps(out, indent=2)
+        else:
+            out = c.call("POST", f"/tickets/{args.id}/transition", {"to": args.to, "reason": args.reason})
+            human = f"ticket {out['id']} is now {out['status']}"
+    elif args.noun == "findings":
+        q = {k: v for k, v in (("status", args.status), ("check", args.check), ("asset", args.asset)) if v}
+        out = c.call("GET", "/findings" + ("?" + urllib.parse.urlencode(q) if q else ""))
+        human = _table(out, ["id", "status", "severity", "check", "rule_id", "asset", "subject", "message"])
+    elif args.noun == "baseline":
+        if args.verb == "apply":
+            try:
+                text = args.file.read_text()
+            except OSError as exc:
+                raise UsageError(f"cannot read {args.file}: {exc.strerror}") from exc
+            import yaml
+
+            try:
+                name = (yaml.safe_load(text) or {}).get("baseline")
+            except (yaml.YAMLError, AttributeError):
+                name = None
+            name = name if isinstance(name, str) and name else args.file.stem
+            out = c.call("PUT", f"/baselines/{urllib.parse.quote(name)}", raw=text.encode(),
+                         headers={"Content-Type": "application/yaml", "X-Vigil-Filename": args.file.name})
+            human = f"applied baseline {out['name']} version {out['version']} ({len(out['rules'])} rules)"
+        elif args.verb == "show":
+            out = c.call("GET", f"/baselines/{urllib.parse.quote(args.name)}")
+            human = out.get("source", "")
+        else:
+            out = c.call("GET", "/baselines")
+            human = _table(out, ["name", "version", "applied_at", "applied_by"])
+    elif args.noun == "sweep":
+        checks = [x for x in args.checks.split(",") if x]
+        out = c.call("POST", "/sweeps", {"checks": checks})
+        human = f"sweep {out['id']}: sent to {len(out['agents'])} connected agents"
+    else:
+        out = c.call("GET", "/audit/verify")
+        human = (f"audit log verified: {out['entries']} entries" if out["ok"]
+                 else f"audit log BROKEN at entry {out['first_bad_seq']}: {out['reason']}")
+        if not out["ok"]:
+            if args.json:
+                print_json(out)
+            else:
+                sys.stderr.write(f"{PROG}: {human}\n")
+            return 1
+    if args.json:
+        print_json(out)
+    else:
+        print(human)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(PROG, main_args, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""Runs the controller: gRPC listeners, the HTTP API and the liveness watch, in one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import uvicorn
+
+from controller.api import create_app
+from controller.core import Controller, ControllerConfig
+from controller.grpc_server import check_liveness, start_grpc
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Running:
+    controller: Controller
+    grpc_port: int
+    enroll_port: int
+    http_host: str
+    http_port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.http_host}:{self.http_port}"
+
+
+def _split(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+async def serve(
+    config: ControllerConfig,
+    on_ready: Callable[[Running], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    ctl = Controller.open(config)
+    server, channel, grpc_port, enroll_port = await start_grpc(ctl)
+    host, port = _split(config.http_addr)
+    app = create_app(ctl, channel)
+    uv = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
+                                       access_log=False))
+    # The controller handles SIGINT/SIGTERM itself and stops uvicorn in order.
+    uv.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    http_task = asyncio.create_task(uv.serve())
+    while not uv.started:
+        if http_task.done():
+            await http_task
+            raise OSError(f"cannot listen on {config.http_addr}")
+        await asyncio.sleep(0.01)
+    http_port = uv.servers[0].sockets[0].getsockname()[1] if port == 0 else port
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+    async def liveness() -> None:
+        while True:
+            await asyncio.sleep(config.liveness_every_s)
+            try:
+                changed = await ctl.db(check_liveness, ctl)
+                if any(changed.values()):
+                    log.info("liveness: %s", changed)
+                # Another replica (or the CLI) may have changed baselines: push if the policy differs.
+                await channel.push_policies()
+            except Exception:
+                log.exception("liveness check failed")
+
+    live_task = asyncio.create_task(liveness())
+    running = Running(ctl, grpc_port, enroll_port, host, http_port)
+    log.info("controller ready: agents on port %d, enrollment on port %d, web %s", grpc_port, enroll_port,
+             running.url)
+    if on_ready:
+        on_ready(running)
+    try:
+        await stop.wait()
+    finally:
+        live_task.cancel()
+        uv.should_exit = True
+        await server.stop(grace=2)
+        with contextlib.suppress(Exception):
+            await http_task
+        ctl.writer.shutdown(wait=True)

@@ -1,0 +1,210 @@
+"""Findings become tickets: one ticket per dedupe key (asset, rule, subject), never a second one.
+
+A failing observation opens the ticket or, when it is already open, raises ``occurrences`` and
+``last_seen``. A passing observation resolves it automatically with a record of why. Critical and high
+tickets carry ``initial_report_due`` = first_seen + 30 min (TPEx-CPA 3(12)2).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from controller import audit
+from controller.db.models import Finding, Ticket, TicketEvent
+
+SEVERITIES = ("critical", "high", "medium", "low")
+STATUSES = ("open", "acknowledged", "in_progress", "resolved", "closed", "false_positive")
+# A ticket in one of these is being worked or waits for work: a new failure adds to it.
+ACTIVE = ("open", "acknowledged", "in_progress")
+INITIAL_REPORT_WINDOW = dt.timedelta(minutes=30)
+SYSTEM = "system"
+
+
+@dataclass(frozen=True)
+class RuleRef:
+    """What a finding needs to know about the rule and baseline it came from."""
+
+    rule_id: str
+    check_id: str
+    severity: str
+    refs: tuple[str, ...]
+    baseline: str
+    baseline_version: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    subject: str
+    passed: bool
+    message: str
+    evidence: dict[str, Any]
+
+
+def dedupe_key(asset: str, rule_id: str, subject: str) -> str:
+    return f"{asset}|{rule_id}|{subject}"
+
+
+def _event(
+    session: Session,
+    ticket: Ticket,
+    kind: str,
+    text: str,
+    at: dt.datetime,
+    actor: str = SYSTEM,
+    from_status: str | None = None,
+    to_status: str | None = None,
+) -> None:
+    session.add(
+        TicketEvent(
+            ticket_id=ticket.id, at=at, actor=actor, kind=kind, text=text, from_status=from_status, to_status=to_status
+        )
+    )
+
+
+def _title(rule: RuleRef, asset_name: str, outcome: Outcome) -> str:
+    return f"{rule.rule_id} on {asset_name}: {outcome.message}"[:512]
+
+
+def apply_outcomes(
+    session: Session,
+    asset: str,
+    asset_name: str,
+    rule: RuleRef,
+    outcomes: Iterable[Outcome],
+    now: dt.datetime,
+    result_id: int | None,
+    complete: bool = True,
+) -> list[Ticket]:
+    """Record ``outcomes`` of one evaluation of ``rule`` on ``asset``; open, bump or resolve tickets.
+
+    ``complete`` says the outcomes cover every subject the rule has on this asset, so a subject that
+    failed before and is absent now (a listener that closed) passes.
+    Returns the tickets opened or reopened.
+    """
+    touched: list[Ticket] = []
+    seen: set[str] = set()
+    for outcome in outcomes:
+        seen.add(outcome.subject)
+        ticket = _apply_one(session, asset, asset_name, rule, outcome, now, result_id)
+        if ticket is not None:
+            touched.append(ticket)
+    if complete:
+        stale = (
+            session.execute(
+                select(Finding).where(Finding.asset == asset, Finding.rule_id == rule.rule_id, Finding.status == "fail")
+            )
+            .scalars()
+            .all()
+        )
+        for finding in stale:
+            if finding.subject not in seen:
+                gone = Outcome(finding.subject, True, f"{finding.subject} no longer observed", {})
+                _apply_one(session, asset, asset_name, rule, gone, now, result_id)
+    return touched
+
+
+def _apply_one(
+    session: Session,
+    asset: str,
+    asset_name: str,
+    rule: RuleRef,
+    outcome: Outcome,
+    now: dt.datetime,
+    result_id: int | None,
+) -> Ticket | None:
+    finding = session.execute(
+        select(Finding).where(
+            Finding.asset == asset, Finding.rule_id == rule.rule_id, Finding.subject == outcome.subject
+        )
+    ).scalar_one_or_none()
+    status = "pass" if outcome.passed else "fail"
+    if finding is None:
+        finding = Finding(asset=asset, rule_id=rule.rule_id, subject=outcome.subject, first_seen=now)
+        session.add(finding)
+    elif finding.status != status:
+        finding.first_seen = now
+    finding.check_id = rule.check_id
+    finding.status = status
+    finding.severity = rule.severity
+    finding.baseline = rule.baseline
+    finding.baseline_version = rule.baseline_version
+    finding.refs = list(rule.refs)
+    finding.message = outcome.message
+    finding.evidence = outcome.evidence
+    finding.last_seen = now
+    finding.result_id = result_id
+
+    key = dedupe_key(asset, rule.rule_id, outcome.subject)
+    ticket = session.execute(select(Ticket).where(Ticket.dedupe_key == key)).scalar_one_or_none()
+    if outcome.passed:
+        if ticket is not None and ticket.status in ACTIVE:
+            old = ticket.status
+            ticket.status = "resolved"
+            ticket.resolved_at = now
+            ticket.resolution = f"automatically resolved: {outcome.message}"
+            _event(session, ticket, "auto_resolved", ticket.resolution, now, from_status=old, to_status="resolved")
+            audit.record(
+                session,
+                SYSTEM,
+                "ticket.resolve",
+                "ticket",
+                str(ticket.id),
+                {"reason": ticket.resolution, "result_id": result_id},
+                at=now,
+            )
+        return None
+
+    if ticket is None:
+        ticket = Ticket(
+            dedupe_key=key,
+            title=_title(rule, asset_name, outcome),
+            severity=rule.severity,
+            status="open",
+            asset=asset,
+            check_id=rule.check_id,
+            rule_id=rule.rule_id,
+            subject=outcome.subject,
+            refs=list(rule.refs),
+            baseline=rule.baseline,
+            baseline_version=rule.baseline_version,
+            evidence=outcome.evidence,
+            first_seen=now,
+            last_seen=now,
+            occurrences=1,
+            initial_report_due=now + INITIAL_REPORT_WINDOW if rule.severity in ("critical", "high") else None,
+        )
+        session.add(ticket)
+        session.flush()
+        _event(session, ticket, "opened", outcome.message, now, to_status="open")
+        audit.record(
+            session,
+            SYSTEM,
+            "ticket.open",
+            "ticket",
+            str(ticket.id),
+            {"key": key, "severity": rule.severity, "result_id": result_id},
+            at=now,
+        )
+        return ticket
+
+    ticket.occurrences += 1
+    ticket.last_seen = now
+    ticket.evidence = outcome.evidence
+    if ticket.status in ("resolved", "closed"):
+        # The same problem is back: reopen the one ticket rather than open a second.
+        old = ticket.status
+        ticket.status = "open"
+        ticket.resolved_at = None
+        ticket.title = _title(rule, asset_name, outcome)
+        _event(session, ticket, "reopened", outcome.message, now, from_status=old, to_status="open")
+        audit.record(
+            session, SYSTEM, "ticket.reopen", "ticket", str(ticket.id), {"key": key, "result_id": result_id}, at=now
+        )
+        return ticket
+    return None

@@ -1,0 +1,108 @@
+"""``vigil up``: a controller on SQLite plus an enrolled local agent, for a first look in one command."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import secrets
+import string
+import sys
+import threading
+from pathlib import Path
+
+from common.cli import setup_logging
+from common.pki import write_private
+
+log = logging.getLogger(__name__)
+
+
+def _password() -> str:
+    alphabet = string.ascii_letters + string.digits
+    core = "".join(secrets.choice(alphabet) for _ in range(16))
+    return core + "-" + secrets.choice(string.digits) + secrets.choice(string.ascii_uppercase)
+
+
+def up(data_dir: Path, http: str, grpc_addr: str, debug: bool) -> int:
+    try:
+        from controller.core import Controller, ControllerConfig
+        from controller.server import Running, serve
+    except ImportError as exc:
+        sys.stderr.write(f"vigil: error: the controller is not installed ({exc.name}): pip install '.[controller]'\n")
+        return 1
+    from agent.main import Agent
+    from controller.enrollment import create_token
+    from controller.users import create_api_key, create_user
+
+    setup_logging(debug, quiet=not debug)
+    data_dir = data_dir.resolve()
+    cdir, adir = data_dir / "controller", data_dir / "agent"
+    cfg = ControllerConfig(data_dir=cdir, grpc_addr=grpc_addr, http_addr=http)
+    ctl = Controller.open(cfg)
+    pw_file, key_file = data_dir / "admin-password", data_dir / "admin-api-key"
+    if not pw_file.exists():
+        password = _password()
+        with ctl.sessions.begin() as s:
+            create_user(s, "admin", "admin", password, "vigil-up")
+            key = create_api_key(s, "admin", "vigil-up")
+        write_private(pw_file, (password + "\n").encode())
+        write_private(key_file, (key + "\n").encode())
+    password = pw_file.read_text().strip()
+    key = key_file.read_text().strip()
+
+    ready = threading.Event()
+    state: dict[str, Running] = {}
+    stop = asyncio.Event()
+    loop = asyncio.new_event_loop()
+
+    def on_ready(r: Running) -> None:
+        state["r"] = r
+        ready.set()
+
+    def controller_thread() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(serve(cfg, on_ready, stop))
+        except BaseException as exc:  # reported below
+            state["error"] = exc  # type: ignore[assignment]
+            ready.set()
+
+    t = threading.Thread(target=controller_thread, name="vigil-controller", daemon=True)
+    t.start()
+    ready.wait()
+    if "error" in state:
+        sys.stderr.write(f"vigil: error: controller failed to start: {state['error']}\n")
+        return 1
+    r = state["r"]
+    if not (adir / "agent.json").exists():
+        from agent.enroll import enroll
+
+        with ctl.sessions.begin() as s:
+            token = create_token(s, ctl.ca, dt.timedelta(minutes=10), ["local"], "vigil-up")
+        host = grpc_addr.rsplit(":", 1)[0]
+        enroll(f"{host}:{r.grpc_port}", token, adir, r.enroll_port)
+    agent = Agent(adir)
+    url = r.url
+    sys.stdout.write(
+        "\nVigil is up.\n"
+        f"  web UI / API   {url}/   (REST under {url}/api/v1, OpenAPI at {url}/api/v1/openapi.json)\n"
+        f"  admin login    admin / {password}\n"
+        f"  API key        {key}   (also in {key_file})\n"
+        f"  local agent    {agent.identity.agent_id}, baseline tw-securities-linux\n"
+        f"  data           {data_dir}\n\n"
+        f"  try:  vigil --url {url} --api-key $(cat {key_file}) tickets list\n"
+        "Press Ctrl-C to stop.\n"
+    )
+    sys.stdout.flush()
+    agent_thread = threading.Thread(target=agent.run, name="vigil-agent", daemon=True)
+    agent_thread.start()
+    try:
+        while t.is_alive():
+            t.join(0.5)
+    except KeyboardInterrupt:
+        sys.stdout.write("stopping...\n")
+    finally:
+        agent.stop()
+        loop.call_soon_threadsafe(stop.set)
+        t.join(10)
+    return 0
