@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from checks.agent_self import AgentSelf
+from checks.agent import AgentSelf
 from checks.base import Check
 from checks.ports import Ports
 

@@ -267,10 +267,17 @@ class AllowEntry:
 
 
 def _same_address(a: str, b: str) -> bool:
+    """Equal addresses, counting an IPv4-mapped IPv6 bind (``::ffff:127.0.0.1``) as its IPv4 address."""
     try:
-        return ipaddress.ip_address(a) == ipaddress.ip_address(b)
+        return _unmapped(ipaddress.ip_address(a)) == _unmapped(ipaddress.ip_address(b))
     except ValueError:
         return a == b
+
+
+def _unmapped(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
 
 
 def parse_allow_entry(text: str) -> AllowEntry:

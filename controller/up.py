@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 import secrets
 import string
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -30,7 +32,6 @@ def up(data_dir: Path, http: str, grpc_addr: str, debug: bool) -> int:
     except ImportError as exc:
         sys.stderr.write(f"vigil: error: the controller is not installed ({exc.name}): pip install '.[controller]'\n")
         return 1
-    from agent.main import Agent
     from controller.enrollment import create_token
     from controller.users import create_api_key, create_user
 
@@ -74,35 +75,53 @@ def up(data_dir: Path, http: str, grpc_addr: str, debug: bool) -> int:
         sys.stderr.write(f"vigil: error: controller failed to start: {state['error']}\n")
         return 1
     r = state["r"]
+    # The agent runs as its own process, exactly as on any other host: the controller never imports it.
+    host = grpc_addr.rsplit(":", 1)[0]
     if not (adir / "agent.json").exists():
-        from agent.enroll import enroll
-
         with ctl.sessions.begin() as s:
             token = create_token(s, ctl.ca, dt.timedelta(minutes=10), ["local"], "vigil-up")
-        host = grpc_addr.rsplit(":", 1)[0]
-        enroll(f"{host}:{r.grpc_port}", token, adir, r.enroll_port)
-    agent = Agent(adir)
+        enrolled = subprocess.run(
+            [sys.executable, "-m", "agent.cli", "enroll", "--controller", f"{host}:{r.grpc_port}", "--token", token,
+             "--data-dir", str(adir), "--enroll-port", str(r.enroll_port), "--json"],
+            capture_output=True, text=True,
+        )
+        if enrolled.returncode != 0:
+            sys.stderr.write(f"vigil: error: enrolling the local agent failed: {enrolled.stderr.strip()}\n")
+            loop.call_soon_threadsafe(stop.set)
+            t.join(10)
+            return 1
+    agent_id = json.loads((adir / "agent.json").read_text())["agent_id"]
     url = r.url
     sys.stdout.write(
         "\nVigil is up.\n"
         f"  web UI / API   {url}/   (REST under {url}/api/v1, OpenAPI at {url}/api/v1/openapi.json)\n"
         f"  admin login    admin / {password}\n"
         f"  API key        {key}   (also in {key_file})\n"
-        f"  local agent    {agent.identity.agent_id}, baseline tw-securities-linux\n"
+        f"  local agent    {agent_id}, baseline tw-securities-linux (log: {data_dir / 'agent.log'})\n"
         f"  data           {data_dir}\n\n"
         f"  try:  vigil --url {url} --api-key $(cat {key_file}) tickets list\n"
         "Press Ctrl-C to stop.\n"
     )
     sys.stdout.flush()
-    agent_thread = threading.Thread(target=agent.run, name="vigil-agent", daemon=True)
-    agent_thread.start()
+    with open(data_dir / "agent.log", "ab") as log_file:
+        agent = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "--data-dir", str(adir)],
+                                 stdout=log_file, stderr=subprocess.STDOUT)
     try:
         while t.is_alive():
             t.join(0.5)
+            if agent.poll() is not None:
+                sys.stderr.write(f"vigil: error: the local agent exited ({agent.returncode}); "
+                                 f"see {data_dir / 'agent.log'}\n")
+                return 1
     except KeyboardInterrupt:
         sys.stdout.write("stopping...\n")
     finally:
-        agent.stop()
+        if agent.poll() is None:
+            agent.terminate()
+            try:
+                agent.wait(10)
+            except subprocess.TimeoutExpired:
+                agent.kill()
         loop.call_soon_threadsafe(stop.set)
         t.join(10)
     return 0

@@ -337,3 +337,11 @@ def test_generic_rule_from_a_baseline_file() -> None:
     ok = {"synchronized": True, "offset_ms": 0.41, "stratum": 3}
     assert evaluate(ntp, "ntp", ok, "OK")[0].passed
     assert not evaluate(ntp, "ntp", {**ok, "stratum": 5}, "OK")[0].passed
+
+
+def test_ipv4_mapped_bind_matches_its_ipv4_entry() -> None:
+    from controller.baselines import parse_allow_entry
+
+    entry = parse_allow_entry("tcp/127.0.0.1:7443")
+    assert entry.matches("tcp6", "::ffff:127.0.0.1", 7443, "vigil")
+    assert not entry.matches("tcp6", "::ffff:127.0.0.2", 7443, "vigil")

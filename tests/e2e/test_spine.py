@@ -85,6 +85,7 @@ def test_unexpected_listener_opens_one_ticket_and_closing_resolves_it(stack, tmp
             assert key in t, key
         assert t["status"] == "open" and t["severity"] == "high" and t["rule_id"] == "PORTS-ALLOWED"
         assert t["asset"] == agent_id
+        assert t["baseline"] == "tw-securities-linux" and t["baseline_version"] == 2  # pushed, no restart
         assert t["refs"] == ["TPEx-CPA 3(10)5", "SFA-ETG Art.8"]
         assert t["initial_report_due"] is not None
         assert t["evidence"]["port"] == port and t["evidence"]["pid"] > 0
