@@ -9,6 +9,7 @@ controller tickets the gap.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -22,6 +23,8 @@ class Spool:
         self.path = path
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
+        # Create the file owner-only before SQLite opens it, so it is never world-readable.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -104,8 +107,6 @@ class Spool:
 
 
 def os_mode_private(path: Path) -> None:
-    import os
-
     for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         if p.exists():
             os.chmod(p, 0o600)

@@ -20,11 +20,12 @@ from cryptography import x509
 from sqlalchemy.orm import Session
 
 from controller import enrollment
+from controller.baselines import BaselineDoc
 from controller.core import Controller
 from controller.db.models import Agent
 from controller.errors import EnrollmentError
 from controller.ingest import ingest_reports
-from controller.policy import build_policy
+from controller.policy import applicable_rules, build_policy
 from controller.tickets import Outcome, RuleRef, apply_outcomes
 
 # TLS 1.2 peers may only use ECDHE suites (SFA-ETG Art.34); TLS 1.3 suites always use (EC)DHE.
@@ -101,12 +102,17 @@ class AgentChannelService(pbg.AgentChannelServicer):
             self.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self.push_policies()))
 
     async def push_policies(self) -> None:
+        if not self.streams:
+            return
+        # Read the baselines once per round, then judge every stream in memory.
+        docs = await asyncio.get_running_loop().run_in_executor(None, self.ctl.baselines)
         for stream in list(self.streams.values()):
-            await self._maybe_push_policy(stream)
+            await self._maybe_push_policy(stream, docs)
 
-    async def _maybe_push_policy(self, stream: _Stream) -> None:
-        rules = await asyncio.get_running_loop().run_in_executor(None, self.ctl.rules_for, stream.tags)
-        policy = build_policy(rules, self.ctl.config.heartbeat_s, stream.checks or None)
+    async def _maybe_push_policy(self, stream: _Stream, docs: list[BaselineDoc] | None = None) -> None:
+        if docs is None:
+            docs = await asyncio.get_running_loop().run_in_executor(None, self.ctl.baselines)
+        policy = build_policy(applicable_rules(docs, stream.tags), self.ctl.config.heartbeat_s, stream.checks or None)
         if policy.policy_id != stream.policy_id:
             stream.policy_id = policy.policy_id
             await stream.queue.put(pb.ControllerMessage(policy=policy))
