@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     data(tc)
     tc.add_argument("--ttl", default="1h", help="lifetime (default %(default)s)")
     tc.add_argument("--tags", default="", help="comma-separated tags given to the agent")
+    tc.add_argument("--count", type=int, default=1, help="print this many tokens, one per line (one per host)")
 
     u = sub.add_parser("user", help="web/API users").add_subparsers(dest="sub", required=True)
     uc = u.add_parser("create", help="create a user")
@@ -103,9 +104,11 @@ def main_args(args: argparse.Namespace) -> int:
 
         ttl = dt.timedelta(seconds=parse_duration(args.ttl))
         tags = [t.strip() for t in args.tags.split(",") if t.strip()]
+        if not 1 <= args.count <= 100_000:
+            raise UsageError("--count must be between 1 and 100000")
         with ctl.sessions.begin() as s:
-            token = create_token(s, ctl.ca, ttl, tags, actor)
-        print(token)
+            tokens = [create_token(s, ctl.ca, ttl, tags, actor) for _ in range(args.count)]
+        print("\n".join(tokens))
         return 0
     if args.cmd == "user":
         from controller.users import create_user

@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from controller.db.models import Agent, Result
 from controller.evaluate import evaluate
 from controller.policy import Applicable
-from controller.tickets import Outcome, RuleRef, apply_outcomes
+from controller.tickets import Book, Outcome, RuleRef, apply_outcomes
 from proto.vigil.v1 import agent_service_pb2 as pb
 from proto.vigil.v1 import common_pb2, report_pb2
 
@@ -83,25 +83,31 @@ def ingest_reports(
     rules: Sequence[Applicable],
     now: dt.datetime | None = None,
 ) -> list[pb.Ack]:
-    """Store and judge ``reports`` of one agent in the caller's transaction; one Ack per report.
+    """Store and judge ``reports`` of one agent in the caller's transaction; one Ack per report, in order.
 
-    The caller commits, then sends the acks: an ack therefore always means "durably stored".
+    The caller commits, then sends the acks: an ack therefore always means "durably stored". The batch
+    costs a fixed number of queries (duplicates, one multi-row insert, the asset's findings and tickets)
+    plus writes for what changed.
     """
     agent = session.get(Agent, agent_id)
     if agent is None:
         raise LookupError(agent_id)
+    when = now or dt.datetime.now(dt.UTC)
+    seqs = [r.sequence for r in reports]
+    stored: set[int] = set()
+    for chunk in range(0, len(seqs), 500):
+        stored.update(session.execute(
+            select(Result.sequence).where(Result.agent_id == agent_id, Result.sequence.in_(seqs[chunk:chunk + 500]))
+        ).scalars())
     acks: list[pb.Ack] = []
+    accepted: list[tuple[report_pb2.Report, dict[str, Any], str]] = []
     for report in reports:
-        when = now or dt.datetime.now(dt.UTC)
         seq = report.sequence
         if seq <= 0:
             acks.append(_ack(seq, pb.Ack.REJECTED, "sequence must be positive"))
             continue
-        dup = session.execute(
-            select(Result.id).where(Result.agent_id == agent_id, Result.sequence == seq)
-        ).scalar_one_or_none()
-        if dup is not None:
-            log.warning("agent %s: refused replay of sequence %d (stored as result %d)", agent_id, seq, dup)
+        if seq in stored:
+            log.warning("agent %s: refused replay of sequence %d (already stored)", agent_id, seq)
             acks.append(_ack(seq, pb.Ack.DUPLICATE, f"sequence {seq} already stored"))
             continue
         try:
@@ -110,30 +116,35 @@ def ingest_reports(
             log.warning("agent %s: rejected report %d: %s", agent_id, seq, exc)
             acks.append(_ack(seq, pb.Ack.REJECTED, str(exc)))
             continue
-        status = common_pb2.CheckStatus.Kind.Name(report.status.kind)
-        collected = report.collected_at.ToDatetime(dt.UTC) if report.HasField("collected_at") else when
-        with session.begin_nested():
-            row = Result(
-                agent_id=agent_id,
-                sequence=seq,
-                check_id=report.check_id,
-                check_version=report.check_version,
-                task_id=report.task_id,
-                collected_at=collected,
-                received_at=when,
-                status=status,
-                status_message=report.status.message,
-                facts=facts,
-                raw=report.SerializeToString(),
-            )
-            session.add(row)
-            session.flush()
-            agent.max_sequence = max(agent.max_sequence, seq)
-            if report.check_id == "agent" and facts:
-                agent.spool_depth = int(facts.get("spool_depth", 0))
-                agent.dropped_records = int(facts.get("dropped_records", 0))
-            judge(session, agent, report.check_id, report.task_id, facts, status, rules, when, row.id)
+        stored.add(seq)  # a sequence repeated inside one batch is a duplicate too
+        accepted.append((report, facts, common_pb2.CheckStatus.Kind.Name(report.status.kind)))
         acks.append(_ack(seq, pb.Ack.STORED))
+    if not accepted:
+        return acks
+    rows = [
+        {
+            "agent_id": agent_id,
+            "sequence": r.sequence,
+            "check_id": r.check_id,
+            "check_version": r.check_version,
+            "task_id": r.task_id,
+            "collected_at": r.collected_at.ToDatetime(dt.UTC) if r.HasField("collected_at") else when,
+            "received_at": when,
+            "status": status,
+            "status_message": r.status.message,
+            "facts": facts,
+            "raw": r.SerializeToString(),
+        }
+        for r, facts, status in accepted
+    ]
+    ids = session.execute(insert(Result).returning(Result.id, sort_by_parameter_order=True), rows).scalars().all()
+    agent.max_sequence = max(agent.max_sequence, *(r.sequence for r, _, _ in accepted))
+    book = Book(session, agent_id)
+    for (report, facts, status), result_id in zip(accepted, ids, strict=True):
+        if report.check_id == "agent" and facts:
+            agent.spool_depth = int(facts.get("spool_depth", 0))
+            agent.dropped_records = int(facts.get("dropped_records", 0))
+        judge(session, agent, report.check_id, report.task_id, facts, status, rules, when, result_id, book)
     return acks
 
 
@@ -147,6 +158,7 @@ def judge(
     rules: Sequence[Applicable],
     now: dt.datetime,
     result_id: int | None,
+    book: Book | None = None,
 ) -> None:
     for app in rules:
         if app.rule.check != check_id or (task and app.task_id != task):
@@ -163,4 +175,4 @@ def judge(
         outcomes = [Outcome(o.subject, o.passed, o.message, dict(o.evidence)) for o in observations]
         # A check that failed to run says nothing about subjects it did not see: keep them as they were.
         complete = status in ("OK", "PARTIAL")
-        apply_outcomes(session, agent.id, agent.hostname, ref, outcomes, now, result_id, complete=complete)
+        apply_outcomes(session, agent.id, agent.hostname, ref, outcomes, now, result_id, complete=complete, book=book)

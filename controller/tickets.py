@@ -71,6 +71,20 @@ def _title(rule: RuleRef, asset_name: str, outcome: Outcome) -> str:
     return f"{rule.rule_id} on {asset_name}: {outcome.message}"[:512]
 
 
+class Book:
+    """The findings and tickets of one asset, read once so that judging a batch of reports costs no
+    further queries: the session's unit of work writes only what changed, once, at the end."""
+
+    def __init__(self, session: Session, asset: str) -> None:
+        self.asset = asset
+        self.findings: dict[tuple[str, str], Finding] = {
+            (f.rule_id, f.subject): f for f in session.execute(select(Finding).where(Finding.asset == asset)).scalars()
+        }
+        self.tickets: dict[str, Ticket] = {
+            t.dedupe_key: t for t in session.execute(select(Ticket).where(Ticket.asset == asset)).scalars()
+        }
+
+
 def apply_outcomes(
     session: Session,
     asset: str,
@@ -80,53 +94,49 @@ def apply_outcomes(
     now: dt.datetime,
     result_id: int | None,
     complete: bool = True,
+    book: Book | None = None,
 ) -> list[Ticket]:
     """Record ``outcomes`` of one evaluation of ``rule`` on ``asset``; open, bump or resolve tickets.
 
     ``complete`` says the outcomes cover every subject the rule has on this asset, so a subject that
-    failed before and is absent now (a listener that closed) passes.
+    failed before and is absent now (a listener that closed) passes. ``book`` is the asset's findings and
+    tickets when the caller judges many reports in one transaction.
     Returns the tickets opened or reopened.
     """
+    book = book if book is not None and book.asset == asset else Book(session, asset)
     touched: list[Ticket] = []
     seen: set[str] = set()
-    for outcome in outcomes:
-        seen.add(outcome.subject)
-        ticket = _apply_one(session, asset, asset_name, rule, outcome, now, result_id)
-        if ticket is not None:
-            touched.append(ticket)
-    if complete:
-        stale = (
-            session.execute(
-                select(Finding).where(Finding.asset == asset, Finding.rule_id == rule.rule_id, Finding.status == "fail")
-            )
-            .scalars()
-            .all()
-        )
-        for finding in stale:
-            if finding.subject not in seen:
+    with session.no_autoflush:
+        for outcome in outcomes:
+            seen.add(outcome.subject)
+            ticket = _apply_one(session, book, asset_name, rule, outcome, now, result_id)
+            if ticket is not None:
+                touched.append(ticket)
+        if complete:
+            stale = [f for (rule_id, subject), f in book.findings.items()
+                     if rule_id == rule.rule_id and f.status == "fail" and subject not in seen]
+            for finding in stale:
                 gone = Outcome(finding.subject, True, f"{finding.subject} no longer observed", {})
-                _apply_one(session, asset, asset_name, rule, gone, now, result_id)
+                _apply_one(session, book, asset_name, rule, gone, now, result_id)
     return touched
 
 
 def _apply_one(
     session: Session,
-    asset: str,
+    book: Book,
     asset_name: str,
     rule: RuleRef,
     outcome: Outcome,
     now: dt.datetime,
     result_id: int | None,
 ) -> Ticket | None:
-    finding = session.execute(
-        select(Finding).where(
-            Finding.asset == asset, Finding.rule_id == rule.rule_id, Finding.subject == outcome.subject
-        )
-    ).scalar_one_or_none()
+    asset = book.asset
+    finding = book.findings.get((rule.rule_id, outcome.subject))
     status = "pass" if outcome.passed else "fail"
     if finding is None:
         finding = Finding(asset=asset, rule_id=rule.rule_id, subject=outcome.subject, first_seen=now)
         session.add(finding)
+        book.findings[(rule.rule_id, outcome.subject)] = finding
     elif finding.status != status:
         finding.first_seen = now
     finding.check_id = rule.check_id
@@ -141,7 +151,7 @@ def _apply_one(
     finding.result_id = result_id
 
     key = dedupe_key(asset, rule.rule_id, outcome.subject)
-    ticket = session.execute(select(Ticket).where(Ticket.dedupe_key == key)).scalar_one_or_none()
+    ticket = book.tickets.get(key)
     if outcome.passed:
         if ticket is not None and ticket.status in ACTIVE:
             old = ticket.status
@@ -180,7 +190,8 @@ def _apply_one(
             initial_report_due=now + INITIAL_REPORT_WINDOW if rule.severity in ("critical", "high") else None,
         )
         session.add(ticket)
-        session.flush()
+        session.flush()  # the event below needs its id
+        book.tickets[key] = ticket
         _event(session, ticket, "opened", outcome.message, now, to_status="open")
         audit.record(
             session,
