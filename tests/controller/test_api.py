@@ -1,0 +1,98 @@
+"""The REST API in process (FastAPI's test client over the real app and a real SQLite database)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from controller.api import create_app
+from controller.core import Controller, ControllerConfig
+from controller.db.models import Agent
+from controller.tickets import Outcome, RuleRef, apply_outcomes
+from controller.users import create_api_key, create_user
+
+PASSWORD = "Correct-Horse-42-battery"
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str], int]]:
+    ctl = Controller.open(ControllerConfig(data_dir=tmp_path))
+    keys = {}
+    now = dt.datetime.now(dt.UTC)
+    with ctl.sessions.begin() as s:
+        for role in ("viewer", "analyst", "admin"):
+            create_user(s, role, role, PASSWORD, "test")
+            keys[role] = create_api_key(s, role, "test")
+        s.add(Agent(id="agt-1", hostname="web1", enrolled_at=now, cert_serial="1", cert_not_after=now,
+                    tags=["linux"], status="online", max_sequence=0))
+        s.flush()
+        ref = RuleRef("PORTS-ALLOWED", "ports", "high", ("TPEx-CPA 3(10)5",), "tw-securities-linux", 1)
+        (ticket,) = apply_outcomes(s, "agt-1", "web1", ref, [Outcome("tcp/0.0.0.0:8000", False, "bad", {})], now, None)
+        tid = ticket.id
+    with TestClient(create_app(ctl)) as client:
+        yield client, keys, tid
+    ctl.writer.shutdown()
+    ctl.sessions.kw["bind"].dispose()
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_requires_an_api_key(env) -> None:
+    client, _, _ = env
+    assert client.get("/api/v1/tickets").status_code == 401
+    assert client.get("/api/v1/tickets", headers=auth("vk_nope_nope")).status_code == 401
+    assert client.get("/api/v1/healthz").json()["status"] == "ok"
+
+
+def test_ticket_fields_match_the_contract(env) -> None:
+    client, keys, tid = env
+    (t,) = client.get("/api/v1/tickets?status=open", headers=auth(keys["viewer"])).json()
+    assert t["id"] == tid and t["check"] == "ports" and t["severity"] == "high" and t["status"] == "open"
+    assert t["first_seen"].endswith("Z") and t["initial_report_due"].endswith("Z")
+    assert t["occurrences"] == 1 and t["refs"] == ["TPEx-CPA 3(10)5"] and t["asset"] == "agt-1"
+
+
+def test_viewer_cannot_transition_analyst_can_and_illegal_is_409(env) -> None:
+    client, keys, tid = env
+    url = f"/api/v1/tickets/{tid}/transition"
+    assert client.post(url, json={"to": "acknowledged"}, headers=auth(keys["viewer"])).status_code == 403
+    r = client.post(url, json={"to": "acknowledged"}, headers=auth(keys["analyst"]))
+    assert r.status_code == 200 and r.json()["status"] == "acknowledged"
+    assert client.post(url, json={"to": "closed"}, headers=auth(keys["analyst"])).status_code == 409
+    assert client.post(url, json={"to": "false_positive"}, headers=auth(keys["analyst"])).status_code == 422
+    r = client.post(url, json={"to": "false_positive", "reason": "lab box"}, headers=auth(keys["analyst"]))
+    assert r.status_code == 200 and r.json()["status"] == "false_positive"
+    timeline = client.get(f"/api/v1/tickets/{tid}", headers=auth(keys["viewer"])).json()["timeline"]
+    assert [(e["from"], e["to"], e["actor"]) for e in timeline if e["kind"] == "transition"] == [
+        ("open", "acknowledged", "analyst"), ("acknowledged", "false_positive", "analyst")]
+
+
+def test_only_admin_changes_baselines_and_bad_one_is_rejected_whole(env) -> None:
+    client, keys, _ = env
+    before = client.get("/api/v1/baselines/tw-securities-linux", headers=auth(keys["viewer"])).json()
+    good = before["source"].replace("version: 1", "version: 2")
+    url = "/api/v1/baselines/tw-securities-linux"
+    headers = {"Content-Type": "application/yaml"}
+    assert client.put(url, content=good, headers={**headers, **auth(keys["analyst"])}).status_code == 403
+    bad = good.replace("severity: high", "severity: severe", 1)
+    r = client.put(url, content=bad, headers={**headers, **auth(keys["admin"]), "X-Vigil-Filename": "mine.yaml"})
+    assert r.status_code == 422
+    (problem,) = r.json()["problems"]
+    assert problem["file"] == "mine.yaml" and problem["field"].endswith(".severity") and problem["line"] > 1
+    assert client.get(url, headers=auth(keys["viewer"])).json() == before
+    stale = client.put(url, content=before["source"], headers={**headers, **auth(keys["admin"])})
+    assert stale.status_code == 409 and "must be greater" in stale.json()["detail"]
+    ok = client.put(url, content=good, headers={**headers, **auth(keys["admin"])})
+    assert ok.status_code == 200 and ok.json()["version"] == 2
+
+
+def test_openapi_document_is_served(env) -> None:
+    client, _, _ = env
+    doc = client.get("/api/v1/openapi.json").json()
+    assert "/api/v1/tickets/{ticket_id}/transition" in doc["paths"]
