@@ -90,7 +90,7 @@ class Connection:
     def run_forever(self) -> None:
         delays = backoff_delays()
         while not self.stopped.is_set():
-            started = time.monotonic()
+            started, acked = time.monotonic(), self.acked
             try:
                 self._session()
             except Revoked:
@@ -107,8 +107,8 @@ class Connection:
             except Exception:
                 log.exception("agent stream failed")
             self.connected.clear()
-            if time.monotonic() - started > 30:
-                delays = backoff_delays()  # a long healthy session resets the backoff
+            if self.acked > acked or time.monotonic() - started > 30:
+                delays = backoff_delays()  # a session that delivered results, or a long one, resets the backoff
             delay = next(delays)
             log.info("reconnecting in %.1fs", delay)
             self.stopped.wait(delay)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -70,7 +71,13 @@ class Controller:
 
     @classmethod
     def open(cls, config: ControllerConfig) -> Controller:
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if config.database_url == sqlite_url(config.data_dir):
+            # Password, API-key and token hashes live here: owner-only before SQLite creates it (its -wal
+            # and -shm files take the same mode).
+            db_file = config.data_dir / "controller.db"
+            os.close(os.open(db_file, os.O_RDWR | os.O_CREAT, 0o600))
+            os.chmod(db_file, 0o600)
         engine = make_engine(config.database_url)
         upgrade(engine)
         ca = CertificateAuthority.load_or_create(config.data_dir / "pki")

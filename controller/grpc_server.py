@@ -118,6 +118,11 @@ class AgentChannelService(pbg.AgentChannelServicer):
             await stream.queue.put(pb.ControllerMessage(policy=policy))
             log.info("pushed policy %s (%d tasks) to %s", policy.policy_id, len(policy.tasks), stream.agent_id)
 
+    def close_all(self) -> None:
+        """End every agent stream (on shutdown): agents reconnect to whichever controller is up."""
+        for stream in list(self.streams.values()):
+            stream.queue.put_nowait(None)
+
     def run_checks(self, agent_ids: list[str] | None, check_ids: list[str]) -> list[str]:
         """Queue a RUN_CHECKS command to connected agents (all when None); returns who got it."""
         cmd = pb.Command(command_id=uuid.uuid4().hex, kind=pb.Command.RUN_CHECKS, check_ids=check_ids)

@@ -85,6 +85,7 @@ async def serve(
     finally:
         live_task.cancel()
         uv.should_exit = True
+        channel.close_all()
         await server.stop(grace=2)
         with contextlib.suppress(Exception):
             await http_task

@@ -169,3 +169,164 @@ def listener(host: str = "127.0.0.1") -> Iterator[int]:
         yield int(s.getsockname()[1])
     finally:
         s.close()
+
+
+# --- Helpers for the trust and durability tests -------------------------------------------------------
+
+def restart(ctl: Controller) -> None:
+    """Start ``ctl`` again on the same ports and data directory, after ``kill9`` or ``stop``."""
+    assert ctl.proc is None or ctl.proc.poll() is not None, "the controller is still running"
+    ctl.start()
+
+
+def metric(ctl: Controller, name: str) -> float:
+    """The value of a Prometheus metric from GET /api/v1/metrics (summed over its labels)."""
+    with urllib.request.urlopen(ctl.url + "/api/v1/metrics", timeout=5) as r:
+        text = r.read().decode()
+    values = [float(line.rpartition(" ")[2]) for line in text.splitlines()
+              if line.startswith((name + " ", name + "{"))]
+    if not values:
+        raise KeyError(f"no metric {name} in /metrics")
+    return sum(values)
+
+
+def read_only_db(path: Path) -> contextlib.closing[Any]:
+    """A read-only sqlite3 connection to ``path`` (closed by the ``with`` block)."""
+    import sqlite3
+
+    return contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30))
+
+
+def spool_depth(data_dir: Path) -> int:
+    """How many results wait in the agent's on-disk spool, read beside the running agent."""
+    with read_only_db(data_dir / "spool.db") as db:
+        return int(db.execute("SELECT count(*) FROM reports").fetchone()[0])
+
+
+def ports_report(seq: int, port: int = 2222, collected_at: Any = None) -> Any:
+    """An AgentMessage carrying a real ``ports`` Report (one listener), as the agent would send it."""
+    import datetime as dt
+
+    from proto.vigil.v1 import agent_service_pb2 as pb
+    from proto.vigil.v1 import common_pb2, ports_pb2, report_pb2
+
+    report = report_pb2.Report(
+        sequence=seq, check_id="ports", check_version=1,
+        status=common_pb2.CheckStatus(kind=common_pb2.CheckStatus.OK, duration_ms=1.0),
+        ports=ports_pb2.PortsResult(listeners=[ports_pb2.PortsListener(
+            proto="tcp", address="0.0.0.0", port=port, pid=4242, process="rogue", exe="/tmp/rogue", user="nobody",
+            owner_known=True)]),
+    )
+    report.collected_at.FromDatetime(collected_at or dt.datetime.now(dt.UTC))
+    return pb.AgentMessage(report=report)
+
+
+class AgentStream:
+    """A hand-driven agent: the real AgentChannel/Connect stream over mutual TLS, messages crafted by the test.
+
+    ``key``/``cert``/``ca`` are PEM bytes (``cert``/``key`` None: no client certificate). Responses are read
+    on a thread; ``next(kind)`` returns the next one of that kind, ``refused()`` the RpcError that ended it.
+    """
+
+    _END = object()
+
+    def __init__(self, address: str, ca: bytes, key: bytes | None = None, cert: bytes | None = None) -> None:
+        import queue
+        import threading
+
+        import grpc
+
+        from proto.vigil.v1 import agent_service_pb2_grpc as pbg
+
+        creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+        self.channel = grpc.secure_channel(address, creds, [("grpc.ssl_target_name_override", "vigil-controller")])
+        self._out: queue.Queue[Any] = queue.Queue()
+        self._in: queue.Queue[Any] = queue.Queue()
+        self.error: Any = None
+        self.call = pbg.AgentChannelStub(self.channel).Connect(iter(self._out.get, self._END))
+        self._reader = threading.Thread(target=self._read, name="fake-agent-reader", daemon=True)
+        self._reader.start()
+
+    @classmethod
+    def of(cls, address: str, data_dir: Path) -> AgentStream:
+        """A stream with the credentials an enrolled agent keeps in ``data_dir``."""
+        return cls(address, (data_dir / "ca.pem").read_bytes(), (data_dir / "agent.key").read_bytes(),
+                   (data_dir / "agent.pem").read_bytes())
+
+    def _read(self) -> None:
+        import grpc
+
+        try:
+            for msg in self.call:
+                self._in.put(msg)
+        except grpc.RpcError as exc:
+            self.error = exc
+        finally:
+            self._in.put(None)
+
+    def send(self, msg: Any) -> None:
+        self._out.put(msg)
+
+    def hello(self) -> None:
+        from proto.vigil.v1 import agent_service_pb2 as pb
+        from proto.vigil.v1 import common_pb2
+
+        self.send(pb.AgentMessage(hello=pb.Hello(
+            agent_version="0.0.0-test", hostname="fake-agent", os="linux test",
+            checks=[common_pb2.CheckCapability(check_id="ports", version=1),
+                    common_pb2.CheckCapability(check_id="agent", version=1)])))
+
+    def next(self, kind: str, timeout: float = 15.0) -> Any:
+        """The next ControllerMessage payload of ``kind`` ("ack", "policy", "command"), skipping others."""
+        import queue
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                msg = self._in.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no {kind} from the controller within {timeout}s") from None
+            if msg is None:
+                self._in.put(None)
+                raise AssertionError(f"the stream ended before a {kind} arrived: {self.error!r}")
+            if msg.WhichOneof("msg") == kind:
+                return getattr(msg, kind)
+
+    def refused(self, timeout: float = 15.0) -> Any:
+        """The RpcError that ended the stream (fails if the stream yields a message first)."""
+        import queue
+
+        try:
+            msg = self._in.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"the stream was not refused within {timeout}s") from None
+        assert msg is None, f"the controller answered a stream it should have refused: {msg}"
+        self._in.put(None)
+        assert self.error is not None
+        return self.error
+
+    def ended(self, timeout: float = 15.0) -> Any:
+        """Wait for the controller to end the stream (skipping messages); the RpcError, or None if it ended OK."""
+        import queue
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                msg = self._in.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"the controller did not end the stream within {timeout}s") from None
+            if msg is None:
+                self._in.put(None)
+                return self.error
+
+    def close(self) -> None:
+        self._out.put(self._END)
+        self.call.cancel()
+        self._reader.join(10)
+        self.channel.close()
+
+    def __enter__(self) -> AgentStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
