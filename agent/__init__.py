@@ -10,7 +10,12 @@ Exception tree::
 
 from __future__ import annotations
 
+from common import tls
 from common.errors import VigilError
+
+# Every agent module that opens a gRPC channel is inside this package, so the TLS policy is in place
+# before grpc starts.
+tls.apply_policy()
 
 
 class AgentError(VigilError):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import platform
 import queue
 import random
@@ -18,12 +17,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-
-# TLS 1.2 peers may only use ECDHE suites (SFA-ETG Art.34); set before grpc loads.
-os.environ.setdefault(
-    "GRPC_SSL_CIPHER_SUITES",
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305",
-)
 
 import grpc
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import grpc
 from cryptography import x509
 from sqlalchemy.orm import Session
 
@@ -27,15 +27,6 @@ from controller.errors import EnrollmentError
 from controller.ingest import ingest_reports
 from controller.policy import applicable_rules, build_policy
 from controller.tickets import Outcome, RuleRef, apply_outcomes
-
-# TLS 1.2 peers may only use ECDHE suites (SFA-ETG Art.34); TLS 1.3 suites always use (EC)DHE.
-os.environ.setdefault(
-    "GRPC_SSL_CIPHER_SUITES",
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305",
-)
-
-import grpc
-
 from proto.vigil.v1 import agent_service_pb2 as pb
 from proto.vigil.v1 import agent_service_pb2_grpc as pbg
 from proto.vigil.v1 import report_pb2
