@@ -57,7 +57,40 @@ def evaluate(rule: Rule, check_id: str, facts: dict[str, Any], status: str) -> l
         return _ports(rule, facts)
     if check_id == "agent":
         return _agent(rule, facts)
+    if check_id in _ITEMS:
+        return _per_item(rule, facts, *_ITEMS[check_id])
     return [_generic(rule, facts)]
+
+
+# Checks whose result is a list of things judged one by one: (list field, message when it is empty).
+_ITEMS: dict[str, tuple[str, str]] = {
+    "av": ("products", "no antivirus product found on this host"),
+    "eol": ("items", "no operating system or software was reported"),
+}
+
+
+def _per_item(rule: Rule, facts: Mapping[str, Any], list_key: str, when_empty: str) -> list[Observation]:
+    """One observation per item (an AV product, a package), its ``name`` as subject.
+
+    An empty list fails as a whole: a host with no antivirus is exactly what TPEx-CPA 3(8)4(2) asks to
+    find. An item the check could not place (``known: false``, e.g. software missing from the EOL
+    dataset) passes with a note, because there is nothing to judge it by.
+    """
+    items = [i for i in facts.get(list_key, []) if isinstance(i, Mapping)]
+    if not items:
+        return [Observation(rule.check, False, f"{rule.id}: {when_empty}", {"facts": dict(facts)})]
+    out = []
+    for item in items:
+        subject = str(item.get("name", "")) or "unnamed"
+        if "known" in item and item.get("known") is False:
+            out.append(Observation(subject, True, f"{rule.id}: {subject} is not in the dataset; nothing to judge",
+                                   {"item": dict(item)}))
+            continue
+        judged = _generic(rule, item)
+        evidence = {**judged.evidence, "item": dict(item)}
+        message = judged.message.replace(f"{rule.id}: ", f"{rule.id}: {subject}: ", 1)
+        out.append(Observation(subject, judged.passed, message, evidence))
+    return out
 
 
 def allowed_silence_s(rules: Iterable[Rule]) -> int | None:

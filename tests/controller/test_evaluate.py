@@ -272,6 +272,11 @@ def rule_of(check: str, expect: dict[str, Any]) -> Rule:
 
 
 def judge(check: str, expect: dict[str, Any], facts: dict[str, Any]) -> Observation:
+    if check in ("av", "eol"):  # judged per item: wrap the facts as the one item
+        key = "products" if check == "av" else "items"
+        (obs,) = evaluate(rule_of(check, expect), check, {key: [{"name": "x", **facts}]}, "OK")
+        assert obs.subject == "x"
+        return Observation("", obs.passed, obs.message.replace("R-1: x: ", "R-1: "), obs.evidence)
     (obs,) = evaluate(rule_of(check, expect), check, facts, "OK")
     assert obs.subject == ""
     return obs
@@ -345,3 +350,27 @@ def test_ipv4_mapped_bind_matches_its_ipv4_entry() -> None:
     entry = parse_allow_entry("tcp/127.0.0.1:7443")
     assert entry.matches("tcp6", "::ffff:127.0.0.1", 7443, "vigil")
     assert not entry.matches("tcp6", "::ffff:127.0.0.2", 7443, "vigil")
+
+
+def test_av_judged_per_product_and_no_product_fails() -> None:
+    rule = rule_of("av", {"signature_age_hours": {"max": 24}, "engine_running": True})
+    (none,) = evaluate(rule, "av", {"products": []}, "OK")
+    assert not none.passed and none.subject == "av" and "no antivirus" in none.message
+    obs = evaluate(rule, "av", {"products": [
+        {"name": "clamav", "signature_age_hours": 72.5, "engine_running": True},
+        {"name": "windows-defender", "signature_age_hours": 3, "engine_running": True},
+    ]}, "OK")
+    assert [(o.subject, o.passed) for o in obs] == [("clamav", False), ("windows-defender", True)]
+    assert "signature_age_hours is 72.5, more than the maximum 24" in obs[0].message
+    assert obs[0].evidence["item"]["name"] == "clamav"
+
+
+def test_eol_item_missing_from_dataset_passes_with_a_note() -> None:
+    rule = rule_of("eol", {"supported": True})
+    obs = evaluate(rule, "eol", {"items": [
+        {"name": "debian 12", "known": True, "supported": True},
+        {"name": "frobnicator 1", "known": False},
+        {"name": "nodejs 16", "known": True, "supported": False},
+    ]}, "OK")
+    assert [(o.subject, o.passed) for o in obs] == [("debian 12", True), ("frobnicator 1", True), ("nodejs 16", False)]
+    assert "not in the dataset" in obs[1].message
