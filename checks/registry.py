@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from checks.agent import AgentSelf
+from checks.av import Av
 from checks.base import Check
 from checks.ports import Ports
 
-REGISTRY: tuple[type[Check[Any, Any]], ...] = (Ports, AgentSelf)
+REGISTRY: tuple[type[Check[Any, Any]], ...] = (Ports, AgentSelf, Av)
 
 
 def by_id() -> dict[str, type[Check[Any, Any]]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,7 +28,7 @@ from proto.vigil.v1 import common_pb2, report_pb2
 log = logging.getLogger(__name__)
 
 # The Report oneof field of each check id that this controller can judge, with its newest version.
-KNOWN_RESULTS: dict[str, str] = {"ports": "ports", "agent": "agent"}
+KNOWN_RESULTS: dict[str, str] = {"ports": "ports", "agent": "agent", "av": "av"}
 _PROTOS = {"tcp", "tcp6", "udp", "udp6"}
 
 
@@ -48,7 +49,18 @@ def _validate_ports(facts: dict[str, Any]) -> None:
             raise InvalidReport(f"listeners[{i}].address {lst.get('address')!r} is not an IP address") from exc
 
 
-_VALIDATORS = {"ports": _validate_ports}
+def _validate_av(facts: dict[str, Any]) -> None:
+    names = [str(p.get("name", "")) for p in facts.get("products", [])]
+    if "" in names or len(names) != len(set(names)):
+        raise InvalidReport(f"av products need unique, non-empty names, got {names}")
+    for p in facts.get("products", []):
+        age = p.get("signature_age_hours", 0)
+        # A negative age is a fact (the host's clock is behind the signature builder's), NaN is not.
+        if not isinstance(age, int | float) or not math.isfinite(age):
+            raise InvalidReport(f"av product {p.get('name')!r}: signature_age_hours {age!r} is not a valid age")
+
+
+_VALIDATORS = {"ports": _validate_ports, "av": _validate_av}
 
 
 def facts_of(report: report_pb2.Report) -> dict[str, Any]:

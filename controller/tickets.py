@@ -68,7 +68,8 @@ def _event(
 
 
 def _title(rule: RuleRef, asset_name: str, outcome: Outcome) -> str:
-    return f"{rule.rule_id} on {asset_name}: {outcome.message}"[:512]
+    message = outcome.message.removeprefix(f"{rule.rule_id}: ")
+    return f"{rule.rule_id} on {asset_name}: {message}"[:512]
 
 
 class Book:

@@ -1,0 +1,95 @@
+"""Posture checks end to end: real agent and controller processes, real ClamAV databases, real SNTP."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.checks.av.test_live import build_daily
+from tests.e2e.harness import AgentProc, AgentStream, Controller, wait_for
+
+AV_BASELINE = """baseline: tw-securities-linux
+version: 2
+rules:
+  - id: AV-AGE
+    check: av
+    severity: high
+    interval: 10s
+    params: {{clamav_dirs: ["{dbdir}"]}}
+    expect: {{signature_age_hours: {{max: 24}}}}
+    refs: ["TPEx-CPA 3(8)4(2)"]
+"""
+
+
+@pytest.fixture
+def controller(tmp_path: Path) -> Iterator[Controller]:
+    ctl = Controller(tmp_path / "controller")
+    ctl.start()
+    try:
+        yield ctl
+    finally:
+        ctl.stop()
+
+
+def av_tickets(ctl: Controller, asset: str) -> list[dict]:
+    return [t for t in json.loads(ctl.vigil("tickets", "list", "--json").stdout)
+            if t["check"] == "av" and t["asset"] == asset]
+
+
+def test_three_day_old_clamav_database_tickets_and_a_fresh_one_resolves(controller: Controller, tmp_path: Path) -> None:
+    ctl = controller
+    dbdir = tmp_path / "old" / "clamav"
+    dbdir.parent.mkdir()
+    build_daily(dbdir, int(time.time()) - 3 * 86400)
+    (tmp_path / "b.yaml").write_text(AV_BASELINE.format(dbdir=dbdir))
+    ctl.vigil("baseline", "apply", str(tmp_path / "b.yaml"))
+    agent = AgentProc(tmp_path / "agent")
+    agent_id = agent.enroll(ctl)
+    agent.start()
+    try:
+        (ticket,) = wait_for("an av ticket", lambda: av_tickets(ctl, agent_id), timeout=60)
+        assert ticket["status"] == "open" and ticket["rule_id"] == "AV-AGE" and ticket["subject"] == "clamav"
+        age = ticket["evidence"]["facts"]["signature_age_hours"]
+        assert 71.5 < age < 73.5
+        assert ticket["title"].startswith("AV-AGE on ")
+        assert "clamav: signature_age_hours is 7" in ticket["title"] and "more than the maximum 24" in ticket["title"]
+
+        # freshclam replaces the database: the next run passes and the same ticket resolves.
+        fresh = tmp_path / "new" / "clamav"
+        fresh.parent.mkdir()
+        build_daily(fresh, int(time.time()) - 600)
+        (dbdir / "daily.cvd").unlink()
+        (fresh / "daily.cvd").rename(dbdir / "daily.cvd")
+        ctl.vigil("sweep", "run", "--checks", "av")
+        resolved = wait_for("the av ticket resolved",
+                            lambda: [t for t in av_tickets(ctl, agent_id) if t["status"] == "resolved"], timeout=60)
+        assert resolved[0]["id"] == ticket["id"] and len(av_tickets(ctl, agent_id)) == 1
+    finally:
+        agent.stop()
+
+
+def test_host_without_antivirus_gets_a_ticket(controller: Controller, tmp_path: Path) -> None:
+    """The host's report says no product was found (as Av.collect does on a host with none)."""
+    from proto.vigil.v1 import agent_service_pb2 as pb
+    from proto.vigil.v1 import av_pb2, common_pb2, report_pb2
+
+    ctl = controller
+    (tmp_path / "b.yaml").write_text(AV_BASELINE.format(dbdir=tmp_path / "none"))
+    ctl.vigil("baseline", "apply", str(tmp_path / "b.yaml"))
+    agent = AgentProc(tmp_path / "agent")
+    agent_id = agent.enroll(ctl)
+    report = report_pb2.Report(sequence=1, check_id="av", check_version=1, av=av_pb2.AvResult())
+    report.collected_at.FromDatetime(dt.datetime.now(dt.UTC))
+    report.status.kind = common_pb2.CheckStatus.OK
+    with AgentStream.of(ctl.address, agent.data_dir) as stream:
+        stream.hello()
+        stream.send(pb.AgentMessage(report=report))
+        assert stream.next("ack").outcome == pb.Ack.STORED
+    (ticket,) = av_tickets(ctl, agent_id)
+    assert ticket["subject"] == "av" and ticket["severity"] == "high"
+    assert "no antivirus product found" in ticket["title"]
