@@ -7,9 +7,10 @@ from typing import Any
 from checks.agent import AgentSelf
 from checks.av import Av
 from checks.base import Check
+from checks.eol import Eol
 from checks.ports import Ports
 
-REGISTRY: tuple[type[Check[Any, Any]], ...] = (Ports, AgentSelf, Av)
+REGISTRY: tuple[type[Check[Any, Any]], ...] = (Ports, AgentSelf, Av, Eol)
 
 
 def by_id() -> dict[str, type[Check[Any, Any]]]:

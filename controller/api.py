@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from common import __version__
 from common.errors import UsageError
-from controller import audit
+from controller import audit, eol
 from controller.baselines import BaselineError
 from controller.core import Controller
 from controller.db.models import Agent, Baseline, Finding, Result, Ticket, TicketEvent, User
@@ -354,6 +354,7 @@ def create_app(ctl: Controller, channel: AgentChannelService | None = None) -> F
         return {"ok": res.ok, "entries": res.entries, "first_bad_seq": res.first_bad_seq, "reason": res.reason,
                 "head": res.head}
 
+    eol.register_routes(r, ctl, need)
     app.include_router(r)
 
     @app.get("/", include_in_schema=False)

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.errors import UsageError
-from controller import audit
+from controller import audit, eol
 from controller.baselines import BaselineDoc, load_baseline
 from controller.ca import CertificateAuthority
 from controller.db.models import Baseline
@@ -79,6 +79,7 @@ class Controller:
             os.close(os.open(db_file, os.O_RDWR | os.O_CREAT, 0o600))
             os.chmod(db_file, 0o600)
         engine = make_engine(config.database_url)
+        eol.use_data_dir(config.data_dir)  # an operator-imported EOL dataset there wins over the packaged one
         upgrade(engine)
         ca = CertificateAuthority.load_or_create(config.data_dir / "pki")
         is_sqlite = config.database_url.startswith("sqlite")

@@ -18,6 +18,7 @@ from google.protobuf.json_format import MessageToDict
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from controller import eol
 from controller.db.models import Agent, Result
 from controller.evaluate import evaluate
 from controller.policy import Applicable
@@ -28,7 +29,7 @@ from proto.vigil.v1 import common_pb2, report_pb2
 log = logging.getLogger(__name__)
 
 # The Report oneof field of each check id that this controller can judge, with its newest version.
-KNOWN_RESULTS: dict[str, str] = {"ports": "ports", "agent": "agent", "av": "av"}
+KNOWN_RESULTS: dict[str, str] = {"ports": "ports", "agent": "agent", "av": "av", "eol": "eol"}
 _PROTOS = {"tcp", "tcp6", "udp", "udp6"}
 
 
@@ -60,7 +61,13 @@ def _validate_av(facts: dict[str, Any]) -> None:
             raise InvalidReport(f"av product {p.get('name')!r}: signature_age_hours {age!r} is not a valid age")
 
 
-_VALIDATORS = {"ports": _validate_ports, "av": _validate_av}
+def _validate_eol(facts: dict[str, Any]) -> None:
+    problems = eol.validate_facts(facts)
+    if problems:
+        raise InvalidReport("; ".join(problems[:5]))
+
+
+_VALIDATORS = {"ports": _validate_ports, "av": _validate_av, "eol": _validate_eol}
 
 
 def facts_of(report: report_pb2.Report) -> dict[str, Any]:
@@ -128,6 +135,9 @@ def ingest_reports(
             log.warning("agent %s: rejected report %d: %s", agent_id, seq, exc)
             acks.append(_ack(seq, pb.Ack.REJECTED, str(exc)))
             continue
+        if report.check_id == "eol" and facts:
+            # The controller judges with its own EOL dataset (fields 9-18), whatever the agent sent.
+            facts = eol.enrich(facts, eol.active_dataset(), when.date())
         stored.add(seq)  # a sequence repeated inside one batch is a duplicate too
         accepted.append((report, facts, common_pb2.CheckStatus.Kind.Name(report.status.kind)))
         acks.append(_ack(seq, pb.Ack.STORED))

@@ -18,6 +18,7 @@ from typing import Any
 
 from common.cli import Parser, add_common, print_json, run
 from common.errors import UsageError, VigilError
+from controller import eol
 
 PROG = "vigil"
 
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     au = verb("audit", "the audit log")
     leaf(au, "verify", "verify the audit hash chain")
+    eol.add_cli(sub)
     return p
 
 
@@ -148,6 +150,13 @@ def main_args(args: argparse.Namespace) -> int:
         from controller.up import up
 
         return up(args.data_dir, args.http, args.grpc, args.debug)
+    if args.noun == "eol":
+        doc, text = eol.run_cli(args, _client(args) if eol.needs_controller(args) else None)
+        if args.json:
+            print_json(doc)
+        else:
+            print(text)
+        return 0
     c = _client(args)
     out: Any
     human: str

@@ -93,3 +93,55 @@ def test_host_without_antivirus_gets_a_ticket(controller: Controller, tmp_path: 
     (ticket,) = av_tickets(ctl, agent_id)
     assert ticket["subject"] == "av" and ticket["severity"] == "high"
     assert "no antivirus product found" in ticket["title"]
+
+
+EOL_BASELINE = """baseline: tw-securities-linux
+version: 2
+rules:
+  - id: EOL-SUPPORTED
+    check: eol
+    severity: medium
+    interval: 1h
+    params: {{root: "{root}"}}
+    expect: {{supported: true, days_to_end_of_support: {{min: 90}}}}
+    refs: ["TPEx-CPA 3(8)1(1)", "TWSE-CC CC-17010 a(j)"]
+"""
+
+
+def test_eol_names_cycles_finds_an_expired_third_party_runtime_and_spares_vendor_packages(
+    controller: Controller, tmp_path: Path
+) -> None:
+    from tests.checks.eol.test_collect import debian_root, script
+
+    ctl = controller
+    root = debian_root(tmp_path / "host")
+    script(root, "usr/local/bin/node", "v16.20.2")  # a tarball Node, past its upstream EOL (2023-09-11)
+    (tmp_path / "b.yaml").write_text(EOL_BASELINE.format(root=root))
+    ctl.vigil("baseline", "apply", str(tmp_path / "b.yaml"))
+    agent = AgentProc(tmp_path / "agent")
+    agent_id = agent.enroll(ctl)
+    agent.start()
+    try:
+        findings = wait_for("eol findings", lambda: [
+            f for f in json.loads(ctl.vigil("findings", "list", "--check", "eol", "--json").stdout)
+            if f["asset"] == agent_id], timeout=60)
+        by_subject = {f["subject"]: f for f in findings}
+        debian = by_subject["debian 12"]["evidence"]["item"]
+        assert debian["cycle"] == "12" and debian["eol_date"] == "2026-06-10"
+        assert debian["extended_support_date"] == "2028-06-30" and debian["in_extended_support"] is True
+        assert by_subject["debian 12"]["status"] == "pass"  # LTS applies; this baseline accepts it
+
+        openssl = by_subject["openssl 3.0.19 (dpkg:openssl)"]
+        assert openssl["status"] == "pass"
+        assert openssl["evidence"]["item"]["lifecycle"] == "os"  # vendor-patched: Debian 12's lifecycle
+        assert "debian 12" in openssl["evidence"]["item"]["lifecycle_reason"]
+
+        node = by_subject["nodejs 16.20.2 (/usr/local/bin/node)"]
+        assert node["status"] == "fail" and node["evidence"]["item"]["lifecycle"] == "upstream"
+        assert node["evidence"]["item"]["cycle"] == "16" and node["evidence"]["item"]["eol_date"] == "2023-09-11"
+
+        tickets = [t for t in json.loads(ctl.vigil("tickets", "list", "--json").stdout) if t["check"] == "eol"]
+        assert {t["subject"] for t in tickets} >= {"nodejs 16.20.2 (/usr/local/bin/node)"}
+        assert "openssl 3.0.19 (dpkg:openssl)" not in {t["subject"] for t in tickets}
+    finally:
+        agent.stop()
