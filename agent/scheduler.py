@@ -95,7 +95,18 @@ class Scheduler:
         if check is None:
             log.warning("policy asks for unknown check %r; skipped", task.check_id)
             return
-        params = MessageToDict(task.params) if task.HasField("params") else {}
+        params = _whole_numbers(MessageToDict(task.params)) if task.HasField("params") else {}
         report = run_check(check, params, task.task_id, self.timeout_s, self.spool_stats)
         self.runs += 1
         self.deliver(report)
+
+
+def _whole_numbers(value: Any) -> Any:
+    """Give back the integers a baseline wrote: protobuf's Struct carries every number as a double."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    return value

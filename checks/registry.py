@@ -8,9 +8,10 @@ from checks.agent import AgentSelf
 from checks.av import Av
 from checks.base import Check
 from checks.eol import Eol
+from checks.ntp import Ntp
 from checks.ports import Ports
 
-REGISTRY: tuple[type[Check[Any, Any]], ...] = (Ports, AgentSelf, Av, Eol)
+REGISTRY: tuple[type[Check[Any, Any]], ...] = (Ports, AgentSelf, Av, Eol, Ntp)
 
 
 def by_id() -> dict[str, type[Check[Any, Any]]]:

@@ -29,7 +29,7 @@ from proto.vigil.v1 import common_pb2, report_pb2
 log = logging.getLogger(__name__)
 
 # The Report oneof field of each check id that this controller can judge, with its newest version.
-KNOWN_RESULTS: dict[str, str] = {"ports": "ports", "agent": "agent", "av": "av", "eol": "eol"}
+KNOWN_RESULTS: dict[str, str] = {"ports": "ports", "agent": "agent", "av": "av", "eol": "eol", "ntp": "ntp"}
 _PROTOS = {"tcp", "tcp6", "udp", "udp6"}
 
 
@@ -67,7 +67,16 @@ def _validate_eol(facts: dict[str, Any]) -> None:
         raise InvalidReport("; ".join(problems[:5]))
 
 
-_VALIDATORS = {"ports": _validate_ports, "av": _validate_av, "eol": _validate_eol}
+def _validate_ntp(facts: dict[str, Any]) -> None:
+    for key in ("offset_ms", "daemon_offset_ms", "root_delay_ms", "root_dispersion_ms", "seconds_since_sync"):
+        value = facts.get(key, 0)
+        if not isinstance(value, int | float) or not math.isfinite(value):
+            raise InvalidReport(f"ntp {key} {value!r} is not a finite number")
+    if facts.get("offset_source", "") not in ("", "sntp", "daemon"):
+        raise InvalidReport(f"ntp offset_source {facts.get('offset_source')!r} is not sntp, daemon or empty")
+
+
+_VALIDATORS = {"ports": _validate_ports, "av": _validate_av, "eol": _validate_eol, "ntp": _validate_ntp}
 
 
 def facts_of(report: report_pb2.Report) -> dict[str, Any]:

@@ -76,7 +76,8 @@ def test_viewer_cannot_transition_analyst_can_and_illegal_is_409(env) -> None:
 def test_only_admin_changes_baselines_and_bad_one_is_rejected_whole(env) -> None:
     client, keys, _ = env
     before = client.get("/api/v1/baselines/tw-securities-linux", headers=auth(keys["viewer"])).json()
-    good = before["source"].replace("version: 1", "version: 2")
+    v = before["version"]
+    good = before["source"].replace(f"version: {v}\n", f"version: {v + 1}\n", 1)
     url = "/api/v1/baselines/tw-securities-linux"
     headers = {"Content-Type": "application/yaml"}
     assert client.put(url, content=good, headers={**headers, **auth(keys["analyst"])}).status_code == 403
@@ -89,7 +90,7 @@ def test_only_admin_changes_baselines_and_bad_one_is_rejected_whole(env) -> None
     stale = client.put(url, content=before["source"], headers={**headers, **auth(keys["admin"])})
     assert stale.status_code == 409 and "must be greater" in stale.json()["detail"]
     ok = client.put(url, content=good, headers={**headers, **auth(keys["admin"])})
-    assert ok.status_code == 200 and ok.json()["version"] == 2
+    assert ok.status_code == 200 and ok.json()["version"] == v + 1
 
 
 def test_openapi_document_is_served(env) -> None:

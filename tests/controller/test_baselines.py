@@ -186,9 +186,9 @@ def test_default_filename() -> None:
 
 def test_default_baseline_loads() -> None:
     doc = load_baseline(DEFAULT.read_text(), DEFAULT.name)
-    assert (doc.name, doc.version, doc.scope_tags) == ("tw-securities-linux", 1, None)
+    assert (doc.name, doc.version, doc.scope_tags) == ("tw-securities-linux", 2, None)
     assert doc.applies_to([]) and doc.applies_to(["windows"])
-    agent, ports = doc.rules
+    agent, ports, av, eol, ntp = doc.rules
     assert (agent.id, agent.check, agent.severity, agent.interval_s) == ("AGENT-CONTACT", "agent", "high", 60)
     assert agent.expect == {"max_silence": "3m", "dropped_records": {"max": 0}}
     assert agent.refs == ("TPEx-CPA 3(8)4(2)",)
@@ -197,6 +197,15 @@ def test_default_baseline_loads() -> None:
         "listening": {"allow": ["tcp/22 sshd", "tcp/127.0.0.1:7443", "tcp/127.0.0.1:7444", "tcp/127.0.0.1:8080"]}
     }
     assert ports.refs == ("TPEx-CPA 3(10)5", "SFA-ETG Art.8")
+    assert (av.id, av.check, av.severity, av.interval_s) == ("AV-AGE", "av", "high", 3600)
+    assert av.expect == {"signature_age_hours": {"max": 24}, "engine_running": True}
+    assert "TPEx-CPA 3(8)4(2)" in av.refs
+    assert (eol.id, eol.check, eol.interval_s) == ("EOL-SUPPORTED", "eol", 86400)
+    assert eol.expect == {"supported": True, "days_to_end_of_support": {"min": 90}}
+    assert {"TPEx-CPA 3(8)1(1)", "TWSE-CC CC-17010 a(j)"} <= set(eol.refs)
+    assert (ntp.id, ntp.check, ntp.interval_s, ntp.params) == ("NTP-CLOCK", "ntp", 300, {"servers": []})
+    assert ntp.expect == {"synchronized": True, "offset_ms": {"max_abs": 250}}
+    assert ntp.refs == ("TWSE-CC CC-17020 b(f)",)
 
 
 def test_default_baseline_explains_each_rule_to_an_auditor() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from tests.e2e.harness import AgentProc, Controller, wait_for
 
 BASELINE = """baseline: tw-securities-linux
-version: 2
+version: 10
 rules:
   - id: AGENT-CONTACT
     check: agent

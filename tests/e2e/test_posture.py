@@ -14,7 +14,7 @@ from tests.checks.av.test_live import build_daily
 from tests.e2e.harness import AgentProc, AgentStream, Controller, wait_for
 
 AV_BASELINE = """baseline: tw-securities-linux
-version: 2
+version: 10
 rules:
   - id: AV-AGE
     check: av
@@ -96,7 +96,7 @@ def test_host_without_antivirus_gets_a_ticket(controller: Controller, tmp_path: 
 
 
 EOL_BASELINE = """baseline: tw-securities-linux
-version: 2
+version: 10
 rules:
   - id: EOL-SUPPORTED
     check: eol
@@ -145,3 +145,42 @@ def test_eol_names_cycles_finds_an_expired_third_party_runtime_and_spares_vendor
         assert "openssl 3.0.19 (dpkg:openssl)" not in {t["subject"] for t in tickets}
     finally:
         agent.stop()
+
+
+NTP_BASELINE = """baseline: tw-securities-linux
+version: 10
+rules:
+  - id: NTP-CLOCK
+    check: ntp
+    severity: medium
+    interval: 10s
+    params: {{servers: ["127.0.0.1:{port}"], samples: 3}}
+    expect: {{offset_ms: {{max_abs: 250}}}}
+    refs: ["TWSE-CC CC-17020 b(f)"]
+"""
+
+
+def test_clock_five_seconds_off_the_reference_raises_an_ntp_ticket(controller: Controller, tmp_path: Path) -> None:
+    from tests.checks.ntp.responder import sntp_responder
+
+    ctl = controller
+    # The reference server runs 5 s ahead of this host: seen from the reference, the host is 5 s slow.
+    with sntp_responder(offset_s=5.0) as responder:
+        (tmp_path / "b.yaml").write_text(NTP_BASELINE.format(port=responder.port))
+        ctl.vigil("baseline", "apply", str(tmp_path / "b.yaml"))
+        agent = AgentProc(tmp_path / "agent")
+        agent_id = agent.enroll(ctl)
+        agent.start()
+        try:
+            (ticket,) = wait_for("an ntp ticket", lambda: [
+                t for t in json.loads(ctl.vigil("tickets", "list", "--json").stdout)
+                if t["check"] == "ntp" and t["asset"] == agent_id], timeout=60)
+        finally:
+            agent.stop()
+    facts = ticket["evidence"]["facts"]
+    assert 4950 < facts["offset_ms"] < 5050
+    assert ticket["rule_id"] == "NTP-CLOCK" and ticket["severity"] == "medium"
+    assert "offset_ms is 50" in ticket["title"] and "beyond +/-250" in ticket["title"]
+    (result,) = [f for f in json.loads(ctl.vigil("findings", "list", "--check", "ntp", "--json").stdout)
+                 if f["asset"] == agent_id]
+    assert result["status"] == "fail" and result["refs"] == ["TWSE-CC CC-17020 b(f)"]

@@ -66,9 +66,9 @@ def test_unexpected_listener_opens_one_ticket_and_closing_resolves_it(stack, tmp
     ctl, _agent, agent_id = stack
     allow = [*allow_current_listeners(), f"tcp/{ctl.grpc_port}", f"tcp/{ctl.enroll_port}", f"tcp/{ctl.http_port}"]
     path = tmp_path / "ports.yaml"
-    path.write_text(baseline_yaml(2, allow))
+    path.write_text(baseline_yaml(10, allow))
     out = ctl.vigil("baseline", "apply", str(path)).stdout
-    assert "version 2" in out
+    assert "version 10" in out
 
     agents = wait_for("the agent online", lambda: [a for a in json.loads(ctl.vigil("agents", "list", "--json").stdout)
                                                   if a["id"] == agent_id and a["status"] == "online"])
@@ -85,7 +85,7 @@ def test_unexpected_listener_opens_one_ticket_and_closing_resolves_it(stack, tmp
             assert key in t, key
         assert t["status"] == "open" and t["severity"] == "high" and t["rule_id"] == "PORTS-ALLOWED"
         assert t["asset"] == agent_id
-        assert t["baseline"] == "tw-securities-linux" and t["baseline_version"] == 2  # pushed, no restart
+        assert t["baseline"] == "tw-securities-linux" and t["baseline_version"] == 10  # pushed, no restart
         assert t["refs"] == ["TPEx-CPA 3(10)5", "SFA-ETG Art.8"]
         assert t["initial_report_due"] is not None
         assert t["evidence"]["port"] == port and t["evidence"]["pid"] > 0
