@@ -10,6 +10,7 @@ from proto.vigil.v1 import agent_pb2 as _agent_pb2
 from proto.vigil.v1 import av_pb2 as _av_pb2
 from proto.vigil.v1 import common_pb2 as _common_pb2
 from proto.vigil.v1 import eol_pb2 as _eol_pb2
+from proto.vigil.v1 import fim_pb2 as _fim_pb2
 from proto.vigil.v1 import ntp_pb2 as _ntp_pb2
 from proto.vigil.v1 import ports_pb2 as _ports_pb2
 import builtins as _builtins
@@ -38,6 +39,7 @@ class Report(_message.Message):
     AV_FIELD_NUMBER: _builtins.int
     EOL_FIELD_NUMBER: _builtins.int
     NTP_FIELD_NUMBER: _builtins.int
+    FIM_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Monotonically increasing per agent, never reused; the controller stores each (agent, sequence)
     once and refuses replays (SFA-ETG Art.34).
@@ -62,6 +64,8 @@ class Report(_message.Message):
     def eol(self) -> _eol_pb2.EolResult: ...
     @_builtins.property
     def ntp(self) -> _ntp_pb2.NtpResult: ...
+    @_builtins.property
+    def fim(self) -> _fim_pb2.FimResult: ...
     def __init__(
         self,
         *,
@@ -76,12 +80,13 @@ class Report(_message.Message):
         av: _av_pb2.AvResult | None = ...,
         eol: _eol_pb2.EolResult | None = ...,
         ntp: _ntp_pb2.NtpResult | None = ...,
+        fim: _fim_pb2.FimResult | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "av", b"av", "collected_at", b"collected_at", "eol", b"eol", "ntp", b"ntp", "ports", b"ports", "result", b"result", "status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "av", b"av", "collected_at", b"collected_at", "eol", b"eol", "fim", b"fim", "ntp", b"ntp", "ports", b"ports", "result", b"result", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "av", b"av", "check_id", b"check_id", "check_version", b"check_version", "collected_at", b"collected_at", "eol", b"eol", "ntp", b"ntp", "ports", b"ports", "result", b"result", "sequence", b"sequence", "status", b"status", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "av", b"av", "check_id", b"check_id", "check_version", b"check_version", "collected_at", b"collected_at", "eol", b"eol", "fim", b"fim", "ntp", b"ntp", "ports", b"ports", "result", b"result", "sequence", b"sequence", "status", b"status", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["ports", "agent", "av", "eol", "ntp"]  # noqa: Y015
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["ports", "agent", "av", "eol", "ntp", "fim"]  # noqa: Y015
     _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
 
