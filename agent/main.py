@@ -15,6 +15,7 @@ from agent.client import Connection
 from agent.scheduler import Scheduler
 from agent.spool import DEFAULT_MAX_BYTES, Spool
 from agent.state import Identity, policy_path
+from agent.watchers import Watchers
 from checks.registry import REGISTRY
 from common.errors import ConfigError
 from proto.vigil.v1 import agent_service_pb2 as pb
@@ -59,7 +60,10 @@ class Agent:
         self.identity = Identity.load(data_dir)
         self.spool = Spool(data_dir / "spool.db", int(self.config.spool_max_mb * 2**20))
         self.checks: dict[str, Any] = {cls.id: cls() for cls in REGISTRY}
-        self.scheduler = Scheduler(self.checks, self.deliver, self.spool.stats, self.config.check_timeout_s)
+        self.scheduler = Scheduler(self.checks, self.deliver, self.spool.stats, self.config.check_timeout_s,
+                                   state_root=data_dir)
+        # Continuous work (fim's real-time watching) starts with run() or with a policy push.
+        self.watchers = Watchers(self.checks, self.deliver, data_dir, self.spool.stats)
         self.connection = Connection(
             data_dir, self.identity.controller, self.spool,
             [(c.id, c.version) for c in self.checks.values()],
@@ -88,6 +92,7 @@ class Agent:
         tmp.write_bytes(policy.SerializeToString())
         tmp.replace(policy_path(self.data_dir))
         self.scheduler.apply_policy(policy)
+        self.watchers.apply(policy.tasks)
 
     def on_command(self, command: pb.Command) -> None:
         if command.kind == pb.Command.RUN_CHECKS:
@@ -95,6 +100,7 @@ class Agent:
             self.scheduler.run_now(list(command.check_ids))
 
     def run(self) -> None:
+        self.watchers.apply(self.scheduler.tasks())
         sched = threading.Thread(target=self.scheduler.loop, name="vigil-scheduler", daemon=True)
         sched.start()
         if threading.current_thread() is threading.main_thread():
@@ -104,9 +110,14 @@ class Agent:
         try:
             self.connection.run_forever()
         finally:
-            self.scheduler.stop()
-            self.spool.close()
+            self.close()
 
     def stop(self) -> None:
         self.connection.stop()
         self.scheduler.stop()
+
+    def close(self) -> None:
+        """Stop continuous work and scheduling, then close the spool they deliver into."""
+        self.watchers.stop_all()
+        self.scheduler.stop()
+        self.spool.close()

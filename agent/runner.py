@@ -1,7 +1,8 @@
 """Runs one check under a time limit and turns whatever happens into a Report.
 
 A check that raises, hangs or does not run on this platform becomes a status with a typed kind; it
-never takes the agent down.
+never takes the agent down. A check may also report results on its own (``Context.emit``: a large
+result split in several, a real-time change); those become Reports of the same task at once.
 """
 
 from __future__ import annotations
@@ -11,13 +12,61 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
-from checks.base import Check, CheckError, Context
+from google.protobuf.json_format import MessageToDict
+
+from checks.base import Check, CheckError, Context, Result
+from proto.vigil.v1 import agent_service_pb2 as pb
 from proto.vigil.v1 import common_pb2, report_pb2
 
 log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 120.0
+Deliver = Callable[[report_pb2.Report], None]
+
+
+def whole_numbers(value: Any) -> Any:
+    """Give back the integers a baseline wrote: protobuf's Struct carries every number as a double."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [whole_numbers(v) for v in value]
+    return value
+
+
+def task_params(task: pb.Task) -> dict[str, Any]:
+    """A policy task's ``params`` as plain Python values."""
+    return whole_numbers(MessageToDict(task.params)) if task.HasField("params") else {}
+
+
+def new_report(check: Check[Any, Any], task_id: str) -> report_pb2.Report:
+    report = report_pb2.Report(check_id=check.id, check_version=check.version, task_id=task_id)
+    report.collected_at.FromDatetime(dt.datetime.now(dt.UTC))
+    return report
+
+
+def result_report(check: Check[Any, Any], task_id: str, result: Result) -> report_pb2.Report:
+    """A Report for a result a check emitted outside a run (status OK: it was collected)."""
+    report = new_report(check, task_id)
+    getattr(report, check.report_field).CopyFrom(result.to_proto())
+    report.status.kind = common_pb2.CheckStatus.OK
+    return report
+
+
+def error_report(check: Check[Any, Any], task_id: str, exc: BaseException, what: str = "") -> report_pb2.Report:
+    """A Report saying that ``check`` failed with ``exc`` (typed kind for a CheckError)."""
+    report = new_report(check, task_id)
+    if isinstance(exc, CheckError):
+        report.status.kind = common_pb2.CheckStatus.Kind.Value(exc.kind)
+        message = str(exc)
+    else:
+        report.status.kind = common_pb2.CheckStatus.ERROR
+        message = f"{type(exc).__name__}: {exc}"
+    report.status.message = (f"{what}: {message}" if what else message)[:2000]
+    return report
 
 
 def run_check(
@@ -26,13 +75,22 @@ def run_check(
     task_id: str,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     spool_stats: Callable[[], Mapping[str, int]] | None = None,
+    *,
+    state_dir: Path | None = None,
+    emit: Deliver | None = None,
 ) -> report_pb2.Report:
-    """Run ``check`` and return an unsequenced Report (the spool assigns the sequence)."""
-    report = report_pb2.Report(check_id=check.id, check_version=check.version, task_id=task_id)
-    report.collected_at.FromDatetime(dt.datetime.now(dt.UTC))
+    """Run ``check`` and return an unsequenced Report (the spool assigns the sequence).
+
+    ``state_dir`` is the task's private state directory; ``emit`` delivers the Reports of results the
+    check reports before its last one (through ``Context.emit`` or by yielding several).
+    """
+    report = new_report(check, task_id)
     started = time.perf_counter()
     kind, message = common_pb2.CheckStatus.OK, ""
-    ctx = Context(spool_stats=spool_stats)
+    emit_result = (lambda result: emit(result_report(check, task_id, result))) if emit is not None else None
+    ctx = Context(spool_stats=spool_stats, state_dir=state_dir, emit=emit_result)
+    # A check that knows it needs longer (a file-integrity verification) gets that long.
+    limit = max(timeout_s, check.timeout_s or 0.0)
     if not check.runs_here(ctx.platform):
         kind, message = common_pb2.CheckStatus.UNSUPPORTED, f"check {check.id} does not run on {ctx.platform}"
     else:
@@ -47,9 +105,9 @@ def run_check(
 
         worker = threading.Thread(target=target, name=f"check-{check.id}", daemon=True)
         worker.start()
-        worker.join(timeout_s)
+        worker.join(limit)
         if worker.is_alive():
-            kind, message = common_pb2.CheckStatus.TIMEOUT, f"check {check.id} did not finish in {timeout_s:.0f}s"
+            kind, message = common_pb2.CheckStatus.TIMEOUT, f"check {check.id} did not finish in {limit:.0f}s"
         elif "error" in box:
             exc = box["error"]
             if isinstance(exc, CheckError):
@@ -61,7 +119,13 @@ def run_check(
         else:
             results = box.get("results", [])
             if results:
-                getattr(report, check.report_field).CopyFrom(results[0].to_proto())
+                *earlier, last = results
+                for result in earlier:
+                    if emit_result is not None:
+                        emit_result(result)
+                    else:
+                        log.warning("check %s yielded %d results; only the last is reported", check.id, len(results))
+                getattr(report, check.report_field).CopyFrom(last.to_proto())
             if ctx.warnings:
                 kind, message = common_pb2.CheckStatus.PARTIAL, "; ".join(ctx.warnings)
     report.status.kind = kind

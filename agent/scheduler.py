@@ -1,4 +1,9 @@
-"""Runs the policy's tasks on their intervals, and at once when the controller asks."""
+"""Runs the policy's tasks on their intervals, and at once when the controller asks.
+
+Each run gets a thread of its own, so a long run (a file-integrity verification re-hashing a big
+deployment) never holds up the others; a task still running when it is due again is skipped once
+rather than run twice at the same time.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
-from google.protobuf.json_format import MessageToDict
-
-from agent.runner import run_check
+from agent.runner import run_check, task_params, whole_numbers
+from agent.state import check_state_dir
 from checks.base import Check
 from proto.vigil.v1 import agent_service_pb2 as pb
 from proto.vigil.v1 import report_pb2
@@ -26,11 +31,15 @@ class Scheduler:
         deliver: Callable[[report_pb2.Report], None],
         spool_stats: Callable[[], Mapping[str, int]] | None = None,
         timeout_s: float = 120.0,
+        state_root: Path | None = None,
     ) -> None:
         self.checks = checks
         self.deliver = deliver
         self.spool_stats = spool_stats
         self.timeout_s = timeout_s
+        # Where each task's private state directory lives (the agent's data directory); None: no state.
+        self.state_root = state_root
+        self._running: set[str] = set()
         self._tasks: dict[str, pb.Task] = {}
         self._due: list[tuple[float, str]] = []
         self._next: dict[str, float] = {}
@@ -51,6 +60,11 @@ class Scheduler:
             self._cv.notify_all()
         log.info("policy %s applied: %d tasks (%s)", policy.policy_id, len(new),
                  ", ".join(sorted({t.check_id for t in new.values()})) or "none")
+
+    def tasks(self) -> list[pb.Task]:
+        """The tasks of the policy in force."""
+        with self._cv:
+            return list(self._tasks.values())
 
     def run_now(self, check_ids: list[str]) -> None:
         with self._cv:
@@ -88,25 +102,34 @@ class Scheduler:
                     self._cv.wait(wait)
                 if self._stop:
                     return
+                if task.task_id in self._running:
+                    log.info("task %s (%s) is still running; this turn is skipped", task.task_id, task.check_id)
+                    continue
+                self._running.add(task.task_id)
+            threading.Thread(target=self._run_and_release, args=(task,), name=f"run-{task.check_id}",
+                             daemon=True).start()
+
+    def _run_and_release(self, task: pb.Task) -> None:
+        try:
             self._run(task)
+        except Exception:
+            log.exception("running task %s (%s) failed", task.task_id, task.check_id)
+        finally:
+            with self._cv:
+                self._running.discard(task.task_id)
 
     def _run(self, task: pb.Task) -> None:
         check = self.checks.get(task.check_id)
         if check is None:
             log.warning("policy asks for unknown check %r; skipped", task.check_id)
             return
-        params = _whole_numbers(MessageToDict(task.params)) if task.HasField("params") else {}
-        report = run_check(check, params, task.task_id, self.timeout_s, self.spool_stats)
-        self.runs += 1
+        state_dir = check_state_dir(self.state_root, check.id, task.task_id) if self.state_root else None
+        report = run_check(check, task_params(task), task.task_id, self.timeout_s, self.spool_stats,
+                           state_dir=state_dir, emit=self.deliver)
+        with self._cv:
+            self.runs += 1
         self.deliver(report)
 
 
-def _whole_numbers(value: Any) -> Any:
-    """Give back the integers a baseline wrote: protobuf's Struct carries every number as a double."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _whole_numbers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_whole_numbers(v) for v in value]
-    return value
+# Kept under its old name for callers of the scheduler module.
+_whole_numbers = whole_numbers

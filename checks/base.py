@@ -4,6 +4,10 @@ A check has an ``id`` (also its proto message prefix, its baseline ``check:`` va
 folder), a ``version`` bumped when its result changes shape, the platforms it runs on, an ``Args``
 type built from the rule ``params`` the controller pushes, and ``collect()``, which only gathers raw
 input and hands it to pure ``parse_*`` functions that are tested on captured fixtures.
+
+A check that watches continuously (``fim``) also overrides ``start()``: the agent calls it when a
+policy task for the check appears and stops what it returned when the task goes away or changes;
+in between the check reports through ``Context.emit``.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar
+from pathlib import Path
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from google.protobuf.message import Message
 
@@ -38,6 +43,12 @@ class Context:
     warnings: list[str] = field(default_factory=list)
     # Set by the agent runner for the ``agent`` check: spool depth, bytes and dropped count.
     spool_stats: Callable[[], Mapping[str, int]] | None = None
+    # A directory private to this check and policy task, kept across runs and restarts (a local
+    # baseline lives there); None when the caller gives none.
+    state_dir: Path | None = None
+    # Report a result now, outside the schedule (a real-time change); the agent spools it at once.
+    # It returns when the result is durably queued. None when nobody listens.
+    emit: Callable[[Result], None] | None = None
 
 
 class Args:
@@ -55,6 +66,12 @@ class Result(ABC):
     def to_proto(self) -> Message: ...
 
 
+class Stoppable(Protocol):
+    """What ``Check.start`` returns: something running that the agent stops when the task goes away."""
+
+    def stop(self) -> None: ...
+
+
 ArgsT = TypeVar("ArgsT", bound=Args)
 ResultT = TypeVar("ResultT", bound=Result)
 
@@ -67,10 +84,19 @@ class Check(ABC, Generic[ArgsT, ResultT]):
     # Name of this check's field in the Report ``result`` oneof.
     report_field: ClassVar[str]
     default_interval_s: ClassVar[int] = 300
+    # Longest a run may take; None means the agent's ``check_timeout_s``.
+    timeout_s: ClassVar[float | None] = None
 
     @abstractmethod
     def collect(self, args: ArgsT, ctx: Context) -> Iterator[ResultT]:
         """Gather raw input, parse it, yield typed results (normally exactly one)."""
+
+    def start(self, args: ArgsT, ctx: Context) -> Stoppable | None:
+        """Start continuous work for a policy task (e.g. watching files); None for checks that only collect.
+
+        Must return quickly (start a thread); later results go through ``ctx.emit``.
+        """
+        return None
 
     def runs_here(self, platform: str = sys.platform) -> bool:
         return any(platform.startswith(p) for p in self.platforms)

@@ -8,10 +8,11 @@ from checks.agent import AgentSelf
 from checks.av import Av
 from checks.base import Check
 from checks.eol import Eol
+from checks.fim import Fim
 from checks.ntp import Ntp
 from checks.ports import Ports
 
-REGISTRY: tuple[type[Check[Any, Any]], ...] = (Ports, AgentSelf, Av, Eol, Ntp)
+REGISTRY: tuple[type[Check[Any, Any]], ...] = (Ports, AgentSelf, Av, Eol, Ntp, Fim)
 
 
 def by_id() -> dict[str, type[Check[Any, Any]]]:

@@ -14,11 +14,11 @@ from sqlalchemy.orm import Session
 
 from common import __version__
 from common.errors import UsageError
-from controller import audit, eol
+from controller import audit, changes, eol
 from controller.baselines import BaselineError
 from controller.core import Controller
-from controller.db.models import Agent, Baseline, Finding, Result, Ticket, TicketEvent, User
-from controller.errors import Conflict, NotFound
+from controller.db.models import Agent, Baseline, Change, Finding, Result, Ticket, TicketEvent, User
+from controller.errors import Conflict, Forbidden, NotFound
 from controller.grpc_server import AgentChannelService
 from controller.users import role_allows, user_for_api_key
 
@@ -322,6 +322,60 @@ def create_app(ctl: Controller, channel: AgentChannelService | None = None) -> F
         except UsageError as exc:
             raise HTTPException(422, str(exc)) from exc
         return JSONResponse({"name": doc.name, "version": doc.version, "rules": [x.id for x in doc.rules]})
+
+    # -- approved changes (TPEx-CPA 3(7)1): analysts request, a different admin approves ----------
+    def _change_call(fn: Callable[..., Any], *args: Any) -> dict[str, Any]:
+        with ctl.sessions.begin() as s:
+            try:
+                change = fn(s, *args)
+            except UsageError as exc:
+                raise HTTPException(422, str(exc)) from exc
+            except Forbidden as exc:
+                raise HTTPException(403, str(exc)) from exc
+            except NotFound as exc:
+                raise HTTPException(404, str(exc)) from exc
+            except Conflict as exc:
+                raise HTTPException(409, str(exc)) from exc
+            return changes.change_json(change)
+
+    @r.post("/changes", status_code=201)
+    def create_change(user: Analyst, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+        """Request a change window: ``{"assets": [...], "paths": [...], "start": T, "end": T, "reason": TEXT}``."""
+        return _change_call(changes.create, user.username, body.get("assets"), body.get("paths"),
+                            body.get("start"), body.get("end"), body.get("reason"))
+
+    @r.post("/changes/{change_id}/approve")
+    def approve_change(change_id: str, user: Admin) -> dict[str, Any]:
+        return _change_call(changes.approve, change_id, user.username)
+
+    @r.post("/changes/{change_id}/reject")
+    def reject_change(change_id: str, user: Admin, body: Annotated[dict[str, Any], Body()] | None = None
+                      ) -> dict[str, Any]:
+        return _change_call(changes.reject, change_id, user.username, str((body or {}).get("reason", "") or ""))
+
+    @r.post("/changes/{change_id}/cancel")
+    def cancel_change(change_id: str, user: Analyst, body: Annotated[dict[str, Any], Body()] | None = None
+                      ) -> dict[str, Any]:
+        return _change_call(changes.cancel, change_id, user.username, str((body or {}).get("reason", "") or ""),
+                            role_allows(user.role, "admin"))
+
+    @r.get("/changes")
+    def list_changes(s: Db, _: Viewer, status: str | None = None,
+                     limit: Annotated[int, Query(ge=1, le=10000)] = 1000) -> list[dict[str, Any]]:
+        try:
+            rows = changes.list_changes(s, status, limit)
+        except UsageError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        return [changes.change_json(c) for c in rows]
+
+    @r.get("/changes/{change_id}")
+    def get_change(change_id: str, s: Db, _: Viewer,
+                   records: Annotated[int, Query(ge=0, le=10000)] = 1000) -> dict[str, Any]:
+        """One change with its change records (the expected file changes linked to it)."""
+        c = s.get(Change, change_id)
+        if c is None:
+            raise HTTPException(404, f"no change {change_id!r}")
+        return changes.change_json(c, s, records)
 
     @r.post("/sweeps")
     def run_sweep(user: Analyst, body: Annotated[dict[str, Any], Body()] | None = None) -> dict[str, Any]:

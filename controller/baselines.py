@@ -21,6 +21,8 @@ import copy
 import difflib
 import ipaddress
 import math
+import ntpath
+import posixpath
 import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -519,8 +521,56 @@ class _AgentExpect(_Strict):
         return self
 
 
+def _check_absolute(v: str) -> str:
+    windows = re.match(r"^[A-Za-z]:[\\/]", v) is not None
+    if not (v.startswith("/") or windows):
+        raise _fail(f"{v!r} is not an absolute path; write e.g. /var/www/html")
+    if "\x00" in v:
+        raise _fail("must not contain a NUL character")
+    flavour = ntpath if windows else posixpath
+    norm = flavour.normpath(v)
+    if flavour.dirname(norm) == norm:
+        raise _fail(f"{v!r} is a filesystem root; name the directories to watch")
+    return v
+
+
+def _check_glob(v: str) -> str:
+    if not v.strip():
+        raise _fail("must not be empty; write a glob such as *.log or cache/**")
+    return v
+
+
+def _check_unexpected(v: int) -> int:
+    if v != 0:
+        raise _fail("must be 0: every unexpected change is a finding and a ticket of its own")
+    return v
+
+
+class _FimExpect(_Strict):
+    unexpected_changes: Annotated[int, AfterValidator(_check_unexpected)]
+    # Changes made by a package manager (dpkg/rpm, as the agent tells) count as expected; off by default
+    # because a deployment should still go through an approved change (TPEx-CPA 3(7)1).
+    package_changes_expected: bool = False
+
+
+class _FimParams(_Strict):
+    # Only validated here; the agent applies its own defaults to what is left out (docs/fim.md).
+    paths: list[Annotated[str, AfterValidator(_check_absolute)]] = Field(min_length=1)
+    exclude: list[Annotated[str, AfterValidator(_check_glob)]] | None = None
+    nodiff: list[Annotated[str, AfterValidator(_check_glob)]] | None = None
+    max_files: int | None = Field(default=None, ge=1)
+    hash_rate_mb_s: float | None = Field(default=None, ge=0)
+    diff_max_kb: int | None = Field(default=None, ge=0)
+    rehash_days: float | None = Field(default=None, gt=0)
+    realtime: bool | None = None
+    # Beyond 10 s, gathering a burst turns into delaying its report (the agent clamps it there).
+    coalesce_ms: int | None = Field(default=None, ge=10, le=10_000)
+
+
 # Checks whose `expect` has a shape of its own; every other check uses the generic fact form.
-_EXPECT_MODELS: dict[str, type[_Strict]] = {"ports": _PortsExpect, "agent": _AgentExpect}
+_EXPECT_MODELS: dict[str, type[_Strict]] = {"ports": _PortsExpect, "agent": _AgentExpect, "fim": _FimExpect}
+# Checks whose `params` are validated here (they reach the agents as they are).
+_PARAMS_MODELS: dict[str, type[_Strict]] = {"fim": _FimParams}
 
 _MESSAGES = {
     "missing": "is required",
@@ -575,13 +625,21 @@ def _reason(err: Mapping[str, Any], model: type[BaseModel], loc: _Path) -> str:
     if kind == "too_short":
         return "must not be empty"
     if kind == "greater_than_equal":
-        return f"must be at least {ctx.get('ge')}"
+        return f"must be at least {_bound(ctx.get('ge'))}"
+    if kind == "greater_than":
+        return f"must be more than {_bound(ctx.get('gt'))}"
+    if kind == "less_than_equal":
+        return f"must be at most {_bound(ctx.get('le'))}"
     if kind == "string_too_long":
         return f"must be at most {ctx.get('max_length')} characters"
     if kind in _MESSAGES:
         return _MESSAGES[kind]
     msg = str(err["msg"])
     return msg[:1].lower() + msg[1:]
+
+
+def _bound(v: Any) -> Any:
+    return int(v) if isinstance(v, float) and v.is_integer() else v
 
 
 def _pydantic_problems(
@@ -658,7 +716,9 @@ def _rule_problems(doc: _Doc, rules: Any, known_checks: Collection[str]) -> list
                 )
             else:
                 first[rule_id] = i
-        check, expect = raw.get("check"), raw.get("expect")
+        check, expect, params = raw.get("check"), raw.get("expect"), raw.get("params", {})
+        if isinstance(check, str) and check in _PARAMS_MODELS and isinstance(params, dict):
+            out += _pydantic_problems(doc, _PARAMS_MODELS[check], params, ("rules", i, "params"))
         if not isinstance(check, str) or check not in known_checks or not isinstance(expect, dict):
             continue  # the model reports those
         prefix: _Path = ("rules", i, "expect")

@@ -11,6 +11,7 @@ is pure (no I/O, no database): the same rule and facts always give the same obse
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,17 @@ from typing import Any
 from common.durations import parse_duration
 from controller.baselines import AllowEntry, Rule, parse_allow_entry_cached
 
-__all__ = ["CHECK_STATUS_SUBJECT", "Observation", "allowed_silence_s", "evaluate"]
+__all__ = [
+    "CHECK_STATUS_SUBJECT",
+    "FILE_CAP_SUBJECT",
+    "Expected",
+    "Observation",
+    "allowed_silence_s",
+    "evaluate",
+    "fim_expected",
+    "fim_subject",
+    "settled_subjects",
+]
 
 # Subject of the observation that stands for "the check did not run", so a broken check gets a
 # finding (and a ticket) of its own and is resolved by the next good result.
@@ -36,11 +47,18 @@ class Observation:
     evidence: dict[str, Any] = field(default_factory=dict)
 
 
-def evaluate(rule: Rule, check_id: str, facts: dict[str, Any], status: str) -> list[Observation]:
+def evaluate(
+    rule: Rule,
+    check_id: str,
+    facts: dict[str, Any],
+    status: str,
+    changes: Mapping[str, str] | None = None,
+) -> list[Observation]:
     """Judge ``facts`` reported by check ``check_id`` with status ``status`` against ``rule``.
 
     A status other than OK or PARTIAL yields one failing ``check-status`` observation: a check that
     cannot run is itself a gap an auditor must see. PARTIAL results are judged on what they carry.
+    ``changes`` maps the ids of approved changes that fim events carry to their reasons (for messages).
     """
     if check_id != rule.check:
         raise ValueError(f"rule {rule.id} judges check {rule.check!r}, not {check_id!r}")
@@ -57,6 +75,8 @@ def evaluate(rule: Rule, check_id: str, facts: dict[str, Any], status: str) -> l
         return _ports(rule, facts)
     if check_id == "agent":
         return _agent(rule, facts)
+    if check_id == "fim":
+        return _fim(rule, facts, changes or {})
     if check_id in _ITEMS:
         return _per_item(rule, facts, *_ITEMS[check_id])
     return [_generic(rule, facts)]
@@ -225,6 +245,157 @@ def _agent(rule: Rule, facts: Mapping[str, Any]) -> list[Observation]:
             f"{rule.id} allows: results were lost while the controller was unreachable"
         )
     return [Observation("spool", passed, message, evidence)]
+
+
+# -- fim --------------------------------------------------------------------------------------------
+
+FILE_CAP_SUBJECT = "file-cap"
+_MAX_SUBJECT = 400
+# Scans that walk every watched root, and so know whether the file cap was reached.
+_FULL_SCANS = ("startup", "verify", "rehash")
+_KIND_WORDS = {
+    "CREATED": "created",
+    "MODIFIED": "modified",
+    "DELETED": "deleted",
+    "RENAMED": "renamed",
+    "PERMISSIONS": "permissions changed",
+}
+
+
+@dataclass(frozen=True)
+class Expected:
+    """Why a file change is expected: an approved change (``change_id``) or the package manager."""
+
+    change_id: str
+    source: str
+
+
+def fim_expected(rule: Rule, event: Mapping[str, Any]) -> Expected | None:
+    """Whether ``event`` is expected under ``rule``; None when it is not (and must be ticketed).
+
+    The controller's annotation (``expected_change_id``) wins. Otherwise a change made by a package
+    manager (``package``, filled in by the agent when it can tell) is expected only where the rule says
+    ``package_changes_expected: true``: by default a deployment still needs an approved change.
+    """
+    change_id = str(event.get("expected_change_id", "") or "")
+    if change_id:
+        return Expected(change_id, f"change {change_id}")
+    package = str(event.get("package", "") or "")
+    if package and rule.expect.get("package_changes_expected") is True:
+        return Expected("", f"package manager ({package})")
+    return None
+
+
+def settled_subjects(check_id: str, facts: Mapping[str, Any], status: str) -> dict[str, str]:
+    """Subjects that a result vouches for without observing them, with the reason; their failures resolve.
+
+    Only for ``fim``, whose results are judged incompletely (a scan without events says nothing about
+    a change that already happened): a result that ran settles ``check-status``, and a full scan below
+    the file cap settles ``file-cap``.
+    """
+    if check_id != "fim" or status not in _JUDGEABLE:
+        return {}
+    out = {CHECK_STATUS_SUBJECT: f"the fim check reported {status} again"}
+    scan = str(facts.get("scan_kind", ""))
+    if scan in _FULL_SCANS and not facts.get("file_cap_reached", False):
+        out[FILE_CAP_SUBJECT] = f"a {scan} scan watched {_int(facts.get('files_watched', 0))} files, below the file cap"
+    return out
+
+
+def fim_subject(path: str) -> str:
+    """The finding subject of a path: the path itself, or for a very long one a prefix and its hash.
+
+    Subjects (and so dedupe keys) have a bounded size in the database; a hash keeps long paths apart.
+    """
+    if len(path) <= _MAX_SUBJECT:
+        return path
+    return f"{path[:_MAX_SUBJECT - 20]}…#{hashlib.sha256(path.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
+
+
+def _short(digest: Any) -> str:
+    text = str(digest or "")
+    return text[:12] + "…" if len(text) > 12 else text or "?"
+
+
+def _state(event: Mapping[str, Any], which: str) -> Mapping[str, Any]:
+    state = event.get(which)
+    return state if isinstance(state, Mapping) else {}
+
+
+def _describe_event(event: Mapping[str, Any]) -> str:
+    kind = str(event.get("kind", ""))
+    path = str(event.get("path", ""))
+    before, after = _state(event, "before"), _state(event, "after")
+    if kind == "RENAMED":
+        text = f"{event.get('old_path') or '?'} renamed to {path}"
+    else:
+        text = f"{path} {_KIND_WORDS.get(kind, kind.lower() or 'changed')}"
+    fields = [str(f) for f in event.get("changed_fields", []) or []]
+    if kind == "CREATED":
+        text += f" (sha256 {_short(after.get('sha256'))})"
+    elif kind == "DELETED":
+        text += f" (was sha256 {_short(before.get('sha256'))})"
+    elif kind == "PERMISSIONS" or (fields and "sha256" not in fields):
+        shown = [f for f in fields if f in ("mode", "uid", "gid", "owner", "group")] or fields
+        parts = []
+        for f in shown[:4]:
+            old, new = before.get(f, "?"), after.get(f, "?")
+            if f == "mode":
+                old, new = _mode(old), _mode(new)
+            parts.append(f"{f} {old} → {new}")
+        if parts:
+            text += f" ({', '.join(parts)})"
+    elif before.get("sha256") or after.get("sha256"):
+        text += f" (sha256 {_short(before.get('sha256'))} → {_short(after.get('sha256'))})"
+    who = [f"process {event['process']}"] if event.get("process") else []
+    if event.get("package"):
+        who.append(f"package {event['package']}")
+    if who:
+        text += f" by {' / '.join(who)}"
+    return text
+
+
+def _mode(value: Any) -> str:
+    number = _number(value)
+    return "?" if number is None else f"{int(number) & 0o7777:04o}"
+
+
+def _fim(rule: Rule, facts: Mapping[str, Any], changes: Mapping[str, str]) -> list[Observation]:
+    """One observation per file-change event, its path as subject, plus the file cap.
+
+    An event is expected (passes) when an approved change or, where the rule allows it, the package
+    manager accounts for it; otherwise it fails with the event (diff included) as evidence. A first
+    scan that only recorded the baseline has no events and so judges nothing. A passing event does not
+    resolve an earlier unexpected change of the same path: that stays a ticket for a human.
+    """
+    out: list[Observation] = []
+    if facts.get("file_cap_reached", False):
+        watched, cap = _int(facts.get("files_watched", 0)), _int(facts.get("file_cap", 0))
+        out.append(Observation(
+            FILE_CAP_SUBJECT,
+            False,
+            f"{watched} files watched, cap of {cap} reached: files beyond it are not watched",
+            {"files_watched": watched, "file_cap": cap, "roots": list(facts.get("roots", []) or []),
+             "notices": list(facts.get("notices", []) or [])},
+        ))
+    for raw in facts.get("events", []) or []:
+        if not isinstance(raw, Mapping):
+            continue
+        event = dict(raw)
+        subject = fim_subject(str(event.get("path", "")))
+        described = _describe_event(event)
+        why = fim_expected(rule, event)
+        if why is None:
+            out.append(Observation(subject, False, f"unexpected change: {described}", event))
+        elif why.change_id:
+            reason = changes.get(why.change_id, "")
+            note = f" ({reason})" if reason else ""
+            out.append(Observation(subject, True, f"expected: inside approved change {why.change_id}{note}: "
+                                   f"{described}", {**event, "expected_source": why.source}))
+        else:
+            out.append(Observation(subject, True, f"expected: made by the {why.source}, which {rule.id} accepts: "
+                                   f"{described}", {**event, "expected_source": why.source}))
+    return out
 
 
 # -- every other check: `fact: value` or `fact: {max|min|max_abs|equals: number}` ---------------------------

@@ -11,16 +11,17 @@ import datetime as dt
 import ipaddress
 import logging
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from controller import eol
+from controller import changes, eol
 from controller.db.models import Agent, Result
-from controller.evaluate import evaluate
+from controller.evaluate import evaluate, settled_subjects
 from controller.policy import Applicable
 from controller.tickets import Book, Outcome, RuleRef, apply_outcomes
 from proto.vigil.v1 import agent_service_pb2 as pb
@@ -29,8 +30,13 @@ from proto.vigil.v1 import common_pb2, report_pb2
 log = logging.getLogger(__name__)
 
 # The Report oneof field of each check id that this controller can judge, with its newest version.
-KNOWN_RESULTS: dict[str, str] = {"ports": "ports", "agent": "agent", "av": "av", "eol": "eol", "ntp": "ntp"}
+KNOWN_RESULTS: dict[str, str] = {
+    "ports": "ports", "agent": "agent", "av": "av", "eol": "eol", "ntp": "ntp", "fim": "fim",
+}
 _PROTOS = {"tcp", "tcp6", "udp", "udp6"}
+_FIM_KINDS = {"CREATED", "MODIFIED", "DELETED", "RENAMED", "PERMISSIONS"}
+_FIM_DETECTORS = {"DETECTOR_UNSPECIFIED", "REALTIME", "VERIFY", "REHASH", "STARTUP", "OVERFLOW_RESCAN"}
+_WINDOWS_ABS = re.compile(r"^[A-Za-z]:[\\/]")
 
 
 class InvalidReport(ValueError):
@@ -76,7 +82,36 @@ def _validate_ntp(facts: dict[str, Any]) -> None:
         raise InvalidReport(f"ntp offset_source {facts.get('offset_source')!r} is not sntp, daemon or empty")
 
 
-_VALIDATORS = {"ports": _validate_ports, "av": _validate_av, "eol": _validate_eol, "ntp": _validate_ntp}
+def _absolute(path: Any) -> bool:
+    return isinstance(path, str) and "\x00" not in path and (path.startswith("/") or bool(_WINDOWS_ABS.match(path)))
+
+
+def _validate_fim(facts: dict[str, Any]) -> None:
+    events = facts.get("events", [])
+    if not isinstance(events, list):
+        raise InvalidReport("fim events must be a list")
+    for i, event in enumerate(events):
+        if not isinstance(event, dict):
+            raise InvalidReport(f"fim events[{i}] is not an event")
+        kind = event.get("kind")
+        if kind not in _FIM_KINDS:
+            raise InvalidReport(f"fim events[{i}].kind {kind!r} is not one of {', '.join(sorted(_FIM_KINDS))}")
+        if not _absolute(event.get("path")):
+            raise InvalidReport(f"fim events[{i}].path {event.get('path')!r} is not an absolute path")
+        if kind == "RENAMED" and not _absolute(event.get("old_path")):
+            raise InvalidReport(f"fim events[{i}] is a rename without an absolute old_path")
+        if event.get("detected_by", "DETECTOR_UNSPECIFIED") not in _FIM_DETECTORS:
+            raise InvalidReport(f"fim events[{i}].detected_by {event.get('detected_by')!r} is unknown")
+        # Only the controller says which change an event falls inside (annotate() fills it in).
+        event["expected_change_id"] = ""
+    for i, root in enumerate(facts.get("roots", []) or []):
+        if not _absolute(root):
+            raise InvalidReport(f"fim roots[{i}] {root!r} is not an absolute path")
+
+
+_VALIDATORS = {
+    "ports": _validate_ports, "av": _validate_av, "eol": _validate_eol, "ntp": _validate_ntp, "fim": _validate_fim,
+}
 
 
 def facts_of(report: report_pb2.Report) -> dict[str, Any]:
@@ -129,6 +164,7 @@ def ingest_reports(
         ).scalars())
     acks: list[pb.Ack] = []
     accepted: list[tuple[report_pb2.Report, dict[str, Any], str]] = []
+    reasons: dict[str, str] = {}  # approved changes that fim events fell inside: id -> reason
     for report in reports:
         seq = report.sequence
         if seq <= 0:
@@ -147,6 +183,10 @@ def ingest_reports(
         if report.check_id == "eol" and facts:
             # The controller judges with its own EOL dataset (fields 9-18), whatever the agent sent.
             facts = eol.enrich(facts, eol.active_dataset(), when.date())
+        if report.check_id == "fim" and facts.get("events"):
+            # Before storing: the stored facts say which approved change each event fell inside.
+            for cid, change in changes.annotate(session, agent_id, agent.hostname, facts, when, agent.tags).items():
+                reasons[cid] = change.reason
         stored.add(seq)  # a sequence repeated inside one batch is a duplicate too
         accepted.append((report, facts, common_pb2.CheckStatus.Kind.Name(report.status.kind)))
         acks.append(_ack(seq, pb.Ack.STORED))
@@ -175,7 +215,7 @@ def ingest_reports(
         if report.check_id == "agent" and facts:
             agent.spool_depth = int(facts.get("spool_depth", 0))
             agent.dropped_records = int(facts.get("dropped_records", 0))
-        judge(session, agent, report.check_id, report.task_id, facts, status, rules, when, result_id, book)
+        judge(session, agent, report.check_id, report.task_id, facts, status, rules, when, result_id, book, reasons)
     return acks
 
 
@@ -190,11 +230,12 @@ def judge(
     now: dt.datetime,
     result_id: int | None,
     book: Book | None = None,
+    change_reasons: Mapping[str, str] | None = None,
 ) -> None:
     for app in rules:
         if app.rule.check != check_id or (task and app.task_id != task):
             continue
-        observations = evaluate(app.rule, check_id, facts, status)
+        observations = evaluate(app.rule, check_id, facts, status, change_reasons)
         ref = RuleRef(
             rule_id=app.rule.id,
             check_id=check_id,
@@ -204,6 +245,13 @@ def judge(
             baseline_version=app.baseline.version,
         )
         outcomes = [Outcome(o.subject, o.passed, o.message, dict(o.evidence)) for o in observations]
+        if check_id == "fim":
+            # File changes are events, not states: a scan without events resolves nothing, and an
+            # expected change does not undo an earlier unexpected one. Expected ones are change records.
+            changes.record(session, agent.id, app.rule, facts, result_id, now)
+            apply_outcomes(session, agent.id, agent.hostname, ref, outcomes, now, result_id, complete=False, book=book,
+                           auto_resolve=False, settled=settled_subjects(check_id, facts, status))
+            continue
         # A check that failed to run says nothing about subjects it did not see: keep them as they were.
         complete = status in ("OK", "PARTIAL")
         apply_outcomes(session, agent.id, agent.hostname, ref, outcomes, now, result_id, complete=complete, book=book)

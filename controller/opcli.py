@@ -131,6 +131,24 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--checks", default="", help="comma-separated check ids (default: all)")
     sr.add_argument("--wait", action="store_true", help="accepted for compatibility; sweeps report via tickets")
 
+    ch = verb("change", "approved change windows (a change needs a requester and a different approver)")
+    cc = leaf(ch, "create", "request a change window (analyst); prints its id")
+    cc.add_argument("--assets", required=True, help="comma-separated agent ids, hostnames or tag:NAME")
+    cc.add_argument("--paths", required=True, help="comma-separated absolute paths or globs (/var/www/html/**)")
+    cc.add_argument("--start", required=True, help="RFC 3339 time, e.g. 2026-03-02T08:00:00Z")
+    cc.add_argument("--end", required=True, help="RFC 3339 time (at most 30 days after --start)")
+    cc.add_argument("--reason", required=True, help="what is changed and why")
+    leaf(ch, "approve", "approve a requested change (admin, not the requester)").add_argument("id")
+    cr = leaf(ch, "reject", "reject a requested change (admin)")
+    cr.add_argument("id")
+    cr.add_argument("--reason", required=True)
+    cx = leaf(ch, "cancel", "withdraw a request or end an approved window early")
+    cx.add_argument("id")
+    cx.add_argument("--reason", default="")
+    cl = leaf(ch, "list", "list changes")
+    cl.add_argument("--status", default=None, help="requested, approved, rejected, cancelled (comma-separated)")
+    leaf(ch, "show", "one change with its change records").add_argument("id")
+
     au = verb("audit", "the audit log")
     leaf(au, "verify", "verify the audit hash chain")
     eol.add_cli(sub)
@@ -208,6 +226,8 @@ def main_args(args: argparse.Namespace) -> int:
         else:
             out = c.call("GET", "/baselines")
             human = _table(out, ["name", "version", "applied_at", "applied_by"])
+    elif args.noun == "change":
+        out, human = _change(c, args)
     elif args.noun == "sweep":
         checks = [x for x in args.checks.split(",") if x]
         out = c.call("POST", "/sweeps", {"checks": checks})
@@ -227,6 +247,29 @@ def main_args(args: argparse.Namespace) -> int:
     else:
         print(human)
     return 0
+
+
+def _change(c: Client, args: argparse.Namespace) -> tuple[Any, str]:
+    if args.verb == "create":
+        out = c.call("POST", "/changes", {
+            "assets": [a.strip() for a in args.assets.split(",") if a.strip()],
+            "paths": [p.strip() for p in args.paths.split(",") if p.strip()],
+            "start": args.start, "end": args.end, "reason": args.reason,
+        })
+        return out, str(out["id"])
+    if args.verb == "list":
+        out = c.call("GET", "/changes" + ("?" + urllib.parse.urlencode({"status": args.status}) if args.status else ""))
+        return out, _table(out, ["id", "status", "start", "end", "requested_by", "approved_by", "assets", "reason"])
+    path = f"/changes/{urllib.parse.quote(args.id)}"
+    if args.verb == "show":
+        out = c.call("GET", path)
+        return out, json.dumps(out, indent=2)
+    if args.verb == "approve":
+        out = c.call("POST", path + "/approve", {})
+        window = out.get("effective") or {}
+        return out, f"change {out['id']} approved by {out['approved_by']}: {window.get('start')} to {window.get('end')}"
+    out = c.call("POST", f"{path}/{args.verb}", {"reason": args.reason})
+    return out, f"change {out['id']} is now {out['status']}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

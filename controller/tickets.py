@@ -1,14 +1,16 @@
 """Findings become tickets: one ticket per dedupe key (asset, rule, subject), never a second one.
 
 A failing observation opens the ticket or, when it is already open, raises ``occurrences`` and
-``last_seen``. A passing observation resolves it automatically with a record of why. Critical and high
-tickets carry ``initial_report_due`` = first_seen + 30 min (TPEx-CPA 3(12)2).
+``last_seen``. A passing observation resolves it automatically with a record of why, except for
+findings about events rather than states (a file change that happened stays a ticket until a human
+handles it, whatever happens to the file afterwards). Critical and high tickets carry
+``initial_report_due`` = first_seen + 30 min (TPEx-CPA 3(12)2).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,12 +98,18 @@ def apply_outcomes(
     result_id: int | None,
     complete: bool = True,
     book: Book | None = None,
+    auto_resolve: bool = True,
+    settled: Mapping[str, str] | None = None,
 ) -> list[Ticket]:
     """Record ``outcomes`` of one evaluation of ``rule`` on ``asset``; open, bump or resolve tickets.
 
     ``complete`` says the outcomes cover every subject the rule has on this asset, so a subject that
     failed before and is absent now (a listener that closed) passes. ``book`` is the asset's findings and
     tickets when the caller judges many reports in one transaction.
+    ``auto_resolve=False`` makes passing outcomes update their findings but leave tickets alone: the
+    outcomes are events (a file change), and a later good event does not undo an earlier bad one.
+    ``settled`` maps subjects that pass when absent, even when the outcomes are not complete, to the
+    reason (the check ran again; a full scan stayed below the file cap); those do resolve tickets.
     Returns the tickets opened or reopened.
     """
     book = book if book is not None and book.asset == asset else Book(session, asset)
@@ -110,14 +118,17 @@ def apply_outcomes(
     with session.no_autoflush:
         for outcome in outcomes:
             seen.add(outcome.subject)
-            ticket = _apply_one(session, book, asset_name, rule, outcome, now, result_id)
+            ticket = _apply_one(session, book, asset_name, rule, outcome, now, result_id, auto_resolve)
             if ticket is not None:
                 touched.append(ticket)
-        if complete:
+        settled = settled or {}
+        if complete or settled:
             stale = [f for (rule_id, subject), f in book.findings.items()
-                     if rule_id == rule.rule_id and f.status == "fail" and subject not in seen]
+                     if rule_id == rule.rule_id and f.status == "fail" and subject not in seen
+                     and (complete or subject in settled)]
             for finding in stale:
-                gone = Outcome(finding.subject, True, f"{finding.subject} no longer observed", {})
+                why = settled.get(finding.subject) or f"{finding.subject} no longer observed"
+                gone = Outcome(finding.subject, True, why, {})
                 _apply_one(session, book, asset_name, rule, gone, now, result_id)
     return touched
 
@@ -130,6 +141,7 @@ def _apply_one(
     outcome: Outcome,
     now: dt.datetime,
     result_id: int | None,
+    auto_resolve: bool = True,
 ) -> Ticket | None:
     asset = book.asset
     finding = book.findings.get((rule.rule_id, outcome.subject))
@@ -154,7 +166,7 @@ def _apply_one(
     key = dedupe_key(asset, rule.rule_id, outcome.subject)
     ticket = book.tickets.get(key)
     if outcome.passed:
-        if ticket is not None and ticket.status in ACTIVE:
+        if auto_resolve and ticket is not None and ticket.status in ACTIVE:
             old = ticket.status
             ticket.status = "resolved"
             ticket.resolved_at = now

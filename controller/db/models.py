@@ -212,3 +212,56 @@ class Lock(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(128))
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class Change(Base):
+    """An approved change window (TPEx-CPA 3(7)1): file changes inside its scope and window are expected.
+
+    ``assets`` holds agent ids, hostnames or ``tag:NAME``; ``paths`` absolute paths or globs. A change
+    covers nothing until it is approved, and nothing before the moment it was approved.
+    """
+
+    __tablename__ = "changes"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # requested | approved | rejected | cancelled
+    requested_by: Mapped[str] = mapped_column(String(128))
+    requested_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    reason: Mapped[str] = mapped_column(Text)
+    assets: Mapped[list[str]] = mapped_column(JSON)
+    paths: Mapped[list[str]] = mapped_column(JSON)
+    starts_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    ends_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    approved_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    approved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Who rejected or cancelled it, when and why.
+    closed_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    close_reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class ChangeRecord(Base):
+    """One expected file change, kept as the change record an auditor samples (TPEx-CPA 3(8)4(3)).
+
+    Linked to the approved change that made it expected, or, with ``change_id`` empty, to the package
+    manager that was changing the file when the rule accepts package changes (``expected_source``).
+    """
+
+    __tablename__ = "change_records"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    change_id: Mapped[str | None] = mapped_column(ForeignKey("changes.id"), nullable=True, index=True)
+    expected_source: Mapped[str] = mapped_column(String(255))
+    asset: Mapped[str] = mapped_column(String(64))
+    rule_id: Mapped[str] = mapped_column(String(128))
+    path: Mapped[str] = mapped_column(Text)
+    old_path: Mapped[str] = mapped_column(Text, default="")
+    kind: Mapped[str] = mapped_column(String(16))
+    # When the change happened as far as the controller can tell (see controller.changes.event_time).
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    detected_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    result_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    sha256_before: Mapped[str] = mapped_column(String(64), default="")
+    sha256_after: Mapped[str] = mapped_column(String(64), default="")
+    # The event as reported (before/after state, changed fields, diff).
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    __table_args__ = (Index("ix_change_records_asset_at", "asset", "at"),)

@@ -323,8 +323,9 @@ def test_generic_failures(expect: dict[str, Any], facts: dict[str, Any], message
 
 
 def test_generic_numbers_from_64_bit_strings_and_equality() -> None:
-    assert judge("fim", {"unexpected_changes": 0}, {"unexpected_changes": "0"}).passed
-    assert judge("fim", {"unexpected_changes": {"equals": 0}}, {"unexpected_changes": 0.0}).passed
+    # (fim has its own judgement, per event: see test_fim.py.)
+    assert judge("ntp", {"stratum": 2}, {"stratum": "2"}).passed
+    assert judge("ntp", {"stratum": {"equals": 2}}, {"stratum": 2.0}).passed
     assert judge("eol", {"eol": False, "days_to_eol": {"min": 90}}, {"eol": False, "days_to_eol": "365"}).passed
 
 

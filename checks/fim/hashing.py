@@ -1,0 +1,299 @@
+"""Reading one path into a record: stat, sha256, and (when asked) the content for diffs.
+
+This module is what the hashing worker processes import, so it stays light (no protobuf, no SQLite).
+
+A record is a ``bytes`` blob: a fixed 45-byte head ``(type, size, mode, uid, gid, mtime_ns, ctime_ns,
+inode)``, the 32-byte sha256 (zeros when not a regular file) and the symlink target. Comparing the
+head of a fresh ``lstat`` with the head of the stored record is the whole cost of verifying an
+unchanged file, which is why it is one ``bytes`` comparison and not a field-by-field one.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+T_FILE, T_DIR, T_LINK, T_OTHER = 1, 2, 3, 4
+TYPE_NAMES = {T_FILE: "file", T_DIR: "dir", T_LINK: "symlink", T_OTHER: "other"}
+HEAD = struct.Struct("<BQIIIqqQ")
+HEAD_SIZE = HEAD.size
+SHA_END = HEAD_SIZE + 32
+NO_SHA = bytes(32)
+# The ``copy`` column of a state row (see checks.fim.state), defined here so that hashing workers can
+# fill it without importing SQLite.
+COPY_NONE, COPY_PENDING, COPY_KEPT, COPY_BINARY = 0, 1, 2, 3
+_M64 = (1 << 64) - 1
+_M32 = (1 << 32) - 1
+# Files up to this size are read with one read() call (two syscalls fewer than a chunked loop);
+# larger ones in chunks of this size, so the throughput cap can be applied smoothly.
+CHUNK = 1 << 20
+
+_BASE_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+# O_NOATIME keeps the walk from dirtying every inode's atime (a disk write per file once a day under
+# relatime); only the owner or root may use it, so it is dropped after the first EPERM.
+_noatime = [getattr(os, "O_NOATIME", 0) if hasattr(os, "geteuid") and os.geteuid() == 0 else 0]
+
+
+class RateLimiter:
+    """Token bucket over bytes read; ``acquire`` sleeps off the debt of whoever drew last.
+
+    A caller takes its bytes at once and then waits until the bucket is back at zero, so two threads
+    sharing a limiter stay under the rate together and a small real-time read waits at most for the
+    chunk a verification thread drew just before it (1 MiB at 64 MB/s: 16 ms).
+    """
+
+    def __init__(
+        self,
+        bytes_per_s: float,
+        *,
+        burst_s: float = 0.25,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.rate = float(bytes_per_s)
+        self.capacity = max(self.rate * burst_s, float(CHUNK))
+        self._tokens = self.capacity
+        self._clock = clock
+        self._sleep = sleep
+        self._last = clock()
+        self._lock = threading.Lock()
+        self.slept_s = 0.0
+
+    def acquire(self, n: int) -> float:
+        """Draw ``n`` bytes; returns how long the caller slept."""
+        if self.rate <= 0 or n <= 0:
+            return 0.0
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            self._tokens -= n
+            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
+            self.slept_s += wait
+        if wait > 0:
+            self._sleep(wait)
+        return wait
+
+
+def type_code(mode: int) -> int:
+    if stat.S_ISREG(mode):
+        return T_FILE
+    if stat.S_ISDIR(mode):
+        return T_DIR
+    if stat.S_ISLNK(mode):
+        return T_LINK
+    return T_OTHER
+
+
+_IFMT, _IFREG, _IFDIR = stat.S_IFMT(0o177777), stat.S_IFREG, stat.S_IFDIR
+_pack = HEAD.pack
+
+
+def head(st: os.stat_result) -> bytes:
+    """The comparable part of a record, from an ``lstat`` (called once per entry by verification)."""
+    mode = st.st_mode
+    fmt = mode & _IFMT
+    if fmt == _IFREG:
+        return _pack(T_FILE, st.st_size, mode, st.st_uid & _M32, st.st_gid & _M32, st.st_mtime_ns, st.st_ctime_ns,
+                     st.st_ino & _M64)
+    if fmt == _IFDIR:
+        # A directory's size and times change with every entry added or removed: not its own change.
+        return _pack(T_DIR, 0, mode, st.st_uid & _M32, st.st_gid & _M32, 0, 0, st.st_ino & _M64)
+    return _pack(type_code(mode), st.st_size & _M64, mode & _M32, st.st_uid & _M32, st.st_gid & _M32,
+                 st.st_mtime_ns, st.st_ctime_ns, st.st_ino & _M64)
+
+
+def record(st: os.stat_result, sha: bytes = NO_SHA, link: bytes = b"") -> bytes:
+    return head(st) + sha + link
+
+
+class Described:
+    """What :func:`describe` read: the record, and the content when it was asked for and small enough."""
+
+    __slots__ = ("blob", "content", "nread")
+
+    def __init__(self, blob: bytes, content: bytes | None = None, nread: int = 0) -> None:
+        self.blob = blob
+        self.content = content
+        self.nread = nread
+
+
+def describe(
+    path: bytes,
+    *,
+    content_max: int = -1,
+    limiter: RateLimiter | None = None,
+    follow: bool = False,
+    regular_hint: bool = False,
+) -> Described | None:
+    """Record ``path`` as it is now; None when it does not exist.
+
+    Regular files are hashed; their content is returned too when it is at most ``content_max`` bytes.
+    ``follow`` is for a watched root given as a symlink; everything below a root is recorded as
+    found (a symlink is a symlink, never followed). ``regular_hint`` (from ``scandir``'s d_type)
+    skips the ``lstat`` and opens at once: O_NOFOLLOW and a type check on ``fstat`` keep that safe.
+    Raises OSError for anything but "gone" (e.g. permission denied), for the caller to report.
+    """
+    if not regular_hint:
+        try:
+            st = os.stat(path) if follow else os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            link = os.readlink(path) if stat.S_ISLNK(st.st_mode) else b""
+            return Described(record(st, NO_SHA, os.fsencode(link)))
+    return _hash_regular(path, content_max, limiter, follow)
+
+
+def _open(path: bytes, follow: bool) -> int:
+    flags = _BASE_FLAGS | (0 if follow else _NOFOLLOW)
+    if _noatime[0]:
+        try:
+            return os.open(path, flags | _noatime[0])
+        except PermissionError:
+            _noatime[0] = 0
+    return os.open(path, flags)
+
+
+def _hash_regular(path: bytes, content_max: int, limiter: RateLimiter | None, follow: bool) -> Described | None:
+    for _attempt in range(3):
+        try:
+            fd = _open(path, follow)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            # ELOOP: it became a symlink since it was listed; ENXIO: a socket. Record what it is now.
+            if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EMLINK):
+                return describe(path, follow=follow)
+            raise
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return describe(path, follow=follow)
+            digest, content, nread = _read(fd, st.st_size, content_max, limiter)
+            after = os.fstat(fd)
+        finally:
+            os.close(fd)
+        # Written to while being read: the hash would belong to neither version. Read it again.
+        if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) == (st.st_size, st.st_mtime_ns, st.st_ctime_ns) \
+                and nread == st.st_size:
+            return Described(record(st, digest), content, nread)
+    return Described(record(after, digest), content, nread)
+
+
+def _read(fd: int, size: int, content_max: int, limiter: RateLimiter | None) -> tuple[bytes, bytes | None, int]:
+    if size < CHUNK:
+        if limiter is not None:
+            limiter.acquire(size)
+        data = os.read(fd, size + 1)
+        if len(data) > size:  # grew since fstat: take the rest too, the caller notices and retries
+            rest = [data]
+            while chunk := os.read(fd, CHUNK):
+                rest.append(chunk)
+            data = b"".join(rest)
+        return hashlib.sha256(data).digest(), (data if len(data) <= content_max else None), len(data)
+    h = hashlib.sha256()
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    total = 0
+    with os.fdopen(fd, "rb", buffering=0, closefd=False) as f:
+        while True:
+            if limiter is not None:
+                limiter.acquire(CHUNK)
+            n = f.readinto(buf)
+            if not n:
+                break
+            h.update(view[:n])
+            total += n
+    return h.digest(), None, total
+
+
+# --- worker processes -----------------------------------------------------------------------------
+
+_worker_limiter: RateLimiter | None = None
+
+# One unit of work: entries (name, "scandir says regular file") of directories; ``follow`` for a root.
+Task = list[tuple[bytes, list[tuple[bytes, bool]], bool]]
+# Per directory: (parent, [state rows (parent, name, record, copy)], [(name, error)], files hashed, bytes read).
+# Rows come ready for ``executemany``: building them here, in parallel, keeps the parent's share small.
+Row = tuple[bytes, bytes, bytes, int]
+DirResult = tuple[bytes, list[Row], list[tuple[bytes, str]], int, int]
+
+
+def worker_init(bytes_per_s: float, lower: bool) -> None:
+    """Initializer of a hashing process: its share of the throughput cap, and low CPU/IO priority."""
+    global _worker_limiter
+    _worker_limiter = RateLimiter(bytes_per_s) if bytes_per_s > 0 else None
+    if lower:
+        lower_priority(thread_only=False)
+
+
+def hash_entries(task: Task) -> list[DirResult]:
+    """Record a task's entries in a worker process."""
+    return record_entries(task, _worker_limiter)
+
+
+def record_entries(task: Task, limiter: RateLimiter | None) -> list[DirResult]:
+    """Record a task's entries (in a worker process, or inline for small trees)."""
+    sep = os.fsencode(os.sep)
+    out: list[DirResult] = []
+    for parent, items, follow in task:
+        prefix = parent if parent.endswith(sep) else parent + sep
+        rows: list[Row] = []
+        errors: list[tuple[bytes, str]] = []
+        hashed = nread = 0
+        for name, regular in items:
+            try:
+                got = describe(prefix + name, limiter=limiter, follow=follow, regular_hint=regular and not follow)
+            except OSError as exc:
+                errors.append((name, exc.strerror or str(exc)))
+                continue
+            if got is None:
+                continue
+            if got.blob[0] == T_FILE:
+                # Whether a copy is kept for diffs is settled by the background copy pass.
+                rows.append((parent, name, got.blob, COPY_PENDING))
+                hashed += 1
+                nread += got.nread
+            else:
+                rows.append((parent, name, got.blob, COPY_NONE))
+        out.append((parent, rows, errors, hashed, nread))
+    return out
+
+
+def lower_priority(*, thread_only: bool) -> None:
+    """nice 10 and the lowest best-effort I/O priority, for bulk hashing.
+
+    Best-effort 7 rather than the idle class: on a host whose disks are never idle (a busy database
+    server) the idle class can starve a verification forever, which would be a silent gap. With
+    ``thread_only`` only the calling thread is lowered (Linux schedules threads separately), so the
+    real-time path of the same agent keeps its priority; elsewhere that is not possible and nothing
+    is changed.
+    """
+    linux = sys.platform.startswith("linux")
+    if thread_only and not linux:
+        return
+    who = threading.get_native_id() if thread_only else os.getpid()
+    try:
+        if hasattr(os, "setpriority"):
+            current = os.getpriority(os.PRIO_PROCESS, who)
+            if current < 10:
+                os.setpriority(os.PRIO_PROCESS, who, 10)
+        if linux:
+            import psutil
+
+            psutil.Process(who).ionice(psutil.IOPRIO_CLASS_BE, 7)
+        elif sys.platform == "win32" and not thread_only:
+            import psutil
+
+            psutil.Process(who).nice(psutil.BELOW_NORMAL_PRIORITY_CLASS)
+    except Exception:  # psutil.Error is no OSError
+        pass  # a priority is a courtesy to the host, not a reason to stop watching

@@ -1,0 +1,198 @@
+"""File integrity end to end: a real agent watching a real web root, a real controller judging it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import PASSWORD, AgentProc, Controller, cli, read_only_db, wait_for
+
+BASELINE = """baseline: tw-securities-linux
+version: 10
+rules:
+  - id: WEBROOT-INTEGRITY
+    check: fim
+    severity: critical
+    interval: 10s
+    params:
+      paths: ["{root}"]
+      exclude: ["*.log"]
+      nodiff: ["secret.php"]
+      rehash_days: {rehash_days}
+      coalesce_ms: 50
+    expect: {{unexpected_changes: 0}}
+    refs: ["TPEx-CPA 3(8)4(3)", "TPEx-CPA 3(7)1"]
+"""
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[tuple[Controller, AgentProc, str, Path]]:
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "index.html").write_text("<h1>Welcome</h1>\n<p>Trading hours 09:00-13:30</p>\n")
+    (root / "secret.php").write_text("<?php $db_password = 'hunter2'; ?>\n")
+    (root / "app.js").write_text("console.log('v1');\n" * 20)
+    ctl = Controller(tmp_path / "controller")
+    ctl.start()
+    (tmp_path / "b.yaml").write_text(BASELINE.format(root=root, rehash_days=7))
+    ctl.vigil("baseline", "apply", str(tmp_path / "b.yaml"))
+    agent = AgentProc(tmp_path / "agent")
+    agent_id = agent.enroll(ctl)
+    agent.start()
+    try:
+        # The first scan records the baseline; only then is a change a change.
+        wait_for("the fim baseline", lambda: _results(ctl, agent_id), timeout=60)
+        yield ctl, agent, agent_id, root
+    finally:
+        agent.stop()
+        ctl.stop()
+
+
+def _results(ctl: Controller, agent_id: str) -> bool:
+    with read_only_db(ctl.data_dir / "controller.db") as db:
+        return bool(db.execute("SELECT count(*) FROM results WHERE agent_id=? AND check_id='fim'",
+                               (agent_id,)).fetchone()[0])
+
+
+def fim_tickets(ctl: Controller, agent_id: str) -> list[dict]:
+    return [t for t in ctl.api("GET", "/tickets?check=fim") if t["asset"] == agent_id]
+
+
+def test_unexpected_change_tickets_at_once_with_the_diff(site) -> None:
+    ctl, _agent, agent_id, root = site
+    t0 = time.monotonic()
+    (root / "index.html").write_text("<h1>Welcome</h1>\n<p>Send your password to evil.example</p>\n")
+    (ticket,) = wait_for("a fim ticket", lambda: fim_tickets(ctl, agent_id), every=0.02)
+    elapsed = time.monotonic() - t0
+    assert ticket["subject"] == str(root / "index.html") and ticket["severity"] == "critical"
+    assert "unexpected change" in ticket["title"]
+    ev = ticket["evidence"]
+    assert ev["kind"] == "MODIFIED" and "sha256" in ev["changed_fields"]
+    assert "-<p>Trading hours 09:00-13:30</p>" in ev["diff"] and "+<p>Send your password" in ev["diff"]
+    assert ev["before"]["sha256"] != ev["after"]["sha256"]
+    print(f"write -> ticket visible in the API: {elapsed * 1000:.0f} ms")
+
+    # A secret's content never leaves the host: the change is reported without a diff.
+    (root / "secret.php").write_text("<?php $db_password = 'changed'; ?>\n")
+    secret = wait_for("the secret.php ticket", lambda: [t for t in fim_tickets(ctl, agent_id)
+                                                        if t["subject"].endswith("secret.php")])
+    assert secret[0]["evidence"]["diff"] == "" and secret[0]["evidence"]["diff_omitted"] == "nodiff"
+    assert "hunter2" not in json.dumps(secret[0]) and "changed'" not in json.dumps(secret[0])
+
+    # Excluded files are not watched at all.
+    (root / "access.log").write_text("GET /\n")
+    (root / "app.js").write_text("console.log('v2');\n")
+    wait_for("the app.js ticket", lambda: [t for t in fim_tickets(ctl, agent_id) if t["subject"].endswith("app.js")])
+    assert not [t for t in fim_tickets(ctl, agent_id) if t["subject"].endswith(".log")]
+
+
+def test_change_inside_an_approved_window_is_recorded_not_ticketed(site) -> None:
+    ctl, _agent, agent_id, root = site
+    cli("vigil-controller", "user", "create", "--data-dir", str(ctl.data_dir), "--username", "dev-ann",
+        "--role", "analyst", "--password-stdin", input=PASSWORD + "\n")
+    analyst = ctl.api_key("dev-ann")
+    now = dt.datetime.now(dt.UTC)
+    start, end = (now - dt.timedelta(minutes=1)).isoformat(), (now + dt.timedelta(hours=1)).isoformat()
+    create = cli("vigil", "--url", ctl.url, "--api-key", analyst, "change", "create", "--assets", agent_id,
+                 "--paths", f"{root}/**", "--start", start, "--end", end, "--reason", "release 2.4 of the site")
+    change_id = create.stdout.strip()
+    assert change_id.startswith("chg-")
+    # The requester cannot approve their own change (two people, TPEx-CPA 3(7)1).
+    own = cli("vigil", "--url", ctl.url, "--api-key", analyst, "change", "approve", change_id, check=False)
+    assert own.returncode == 1 and "403" in own.stderr
+    ctl.vigil("change", "approve", change_id)
+
+    (root / "index.html").write_text("<h1>Welcome to release 2.4</h1>\n")
+    (root / "new-page.html").write_text("<p>new</p>\n")
+    records = wait_for("two change records", lambda: [
+        r for r in ctl.api("GET", f"/changes/{change_id}")["records"]], timeout=30)
+    wait_for("both records", lambda: len(ctl.api("GET", f"/changes/{change_id}")["records"]) >= 2)
+    records = ctl.api("GET", f"/changes/{change_id}")["records"]
+    assert {r["path"] for r in records} == {str(root / "index.html"), str(root / "new-page.html")}
+    assert fim_tickets(ctl, agent_id) == []
+
+
+def test_touch_r_tampering_is_found_by_verification(tmp_path: Path) -> None:
+    root = tmp_path / "www"
+    root.mkdir()
+    target = root / "login.php"
+    target.write_text("<?php check_password($u, $p); ?>\n")
+    ctl = Controller(tmp_path / "controller")
+    ctl.start()
+    # rehash_days tiny: every verification re-hashes the whole (small) tree.
+    (tmp_path / "b.yaml").write_text(BASELINE.format(root=root, rehash_days=0.0001).replace(
+        "coalesce_ms: 50", "coalesce_ms: 50\n      realtime: false"))
+    ctl.vigil("baseline", "apply", str(tmp_path / "b.yaml"))
+    agent = AgentProc(tmp_path / "agent")
+    agent_id = agent.enroll(ctl)
+    agent.start()
+    try:
+        wait_for("the fim baseline", lambda: _results(ctl, agent_id), timeout=60)
+        st = target.stat()
+        with open(target, "r+") as f:  # same size, different content
+            f.write("<?php return true;  ?>".ljust(len(target.read_text()) - 1) + "\n")
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # what `touch -r` does
+        assert target.stat().st_size == st.st_size and target.stat().st_mtime_ns == st.st_mtime_ns
+        ctl.vigil("sweep", "run", "--checks", "fim")
+        (ticket,) = wait_for("a tampering ticket", lambda: fim_tickets(ctl, agent_id), timeout=60)
+        assert ticket["subject"] == str(target)
+        assert ticket["evidence"]["detected_by"] in ("VERIFY", "REHASH")
+        assert "sha256" in ticket["evidence"]["changed_fields"]
+    finally:
+        agent.stop()
+        ctl.stop()
+
+
+def test_changes_made_while_the_agent_was_stopped_are_reported_on_restart(site) -> None:
+    ctl, agent, agent_id, root = site
+    agent.stop()
+    (root / "index.html").write_text("changed while down\n")
+    (root / "app.js").unlink()
+    (root / "added.php").write_text("<?php eval($_GET['x']); ?>\n")
+    os.chmod(root / "secret.php", 0o666)
+    agent.start()
+    tickets = wait_for("four tickets", lambda: (lambda ts: ts if len(ts) >= 4 else None)(fim_tickets(ctl, agent_id)),
+                       timeout=60)
+    kinds = {t["subject"].rsplit("/", 1)[1]: t["evidence"]["kind"] for t in tickets}
+    assert kinds == {"index.html": "MODIFIED", "app.js": "DELETED", "added.php": "CREATED",
+                     "secret.php": "PERMISSIONS"}
+    # Found by the startup rescan or by the verification the restart schedules at once, whichever
+    # takes the engine first; either way against the baseline kept on disk.
+    assert {t["evidence"]["detected_by"] for t in tickets} <= {"STARTUP", "VERIFY"}
+    # Nothing old is re-alerted: exactly those four.
+    assert len(fim_tickets(ctl, agent_id)) == 4
+
+
+def test_ten_thousand_writes_in_a_burst_are_all_accounted_for(site) -> None:
+    """A deployment writes 10,000 files at once inside an approved change: every one is recorded."""
+    ctl, _agent, agent_id, root = site
+    now = dt.datetime.now(dt.UTC)
+    cli("vigil-controller", "user", "create", "--data-dir", str(ctl.data_dir), "--username", "dev-bob",
+        "--role", "analyst", "--password-stdin", input=PASSWORD + "\n")
+    change_id = cli("vigil", "--url", ctl.url, "--api-key", ctl.api_key("dev-bob"), "change", "create",
+                    "--assets", agent_id, "--paths", f"{root}/assets",
+                    "--start", (now - dt.timedelta(minutes=1)).isoformat(),
+                    "--end", (now + dt.timedelta(hours=1)).isoformat(), "--reason", "asset bundle").stdout.strip()
+    ctl.vigil("change", "approve", change_id)
+    burst = root / "assets"
+    burst.mkdir()
+    for i in range(10_000):
+        (burst / f"chunk-{i:05d}.js").write_text(f"export const n = {i};\n")
+    expected = {str(burst / f"chunk-{i:05d}.js") for i in range(10_000)}
+
+    def recorded() -> set[str] | None:
+        if ctl.api("GET", f"/changes/{change_id}")["record_count"] < len(expected):
+            return None
+        with read_only_db(ctl.data_dir / "controller.db") as db:
+            paths = {p for (p,) in db.execute("SELECT path FROM change_records WHERE change_id=?", (change_id,))}
+        return paths if expected <= paths else None
+
+    paths = wait_for("10,000 change records", recorded, timeout=120, every=0.5)
+    assert str(burst) in paths  # the directory itself, created by the deployment
+    assert fim_tickets(ctl, agent_id) == []
