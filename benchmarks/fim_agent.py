@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""FIM as a user sees it: write-to-ticket latency on loopback, and the agent's idle footprint.
+
+1. Latency: a controller and an agent run as separate processes; the agent watches a web root. For
+   each of N writes to a new file, the clock runs from the write until the ticket is visible in the
+   REST API (polled every 5 ms). Reference: the target (SPEC: p99 <= 500 ms).
+2. Footprint: the agent watches a tree of FILES files; once its baseline is recorded it is left idle
+   and its RSS and CPU are sampled. Reference, measured in the same run: the import floor of what a
+   host agent loads (psutil + watchdog + grpc + protobuf in a bare interpreter).
+
+    python benchmarks/fim_agent.py [--writes 200] [--files 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _trees import small_tree  # noqa: E402
+
+from tests.e2e.harness import AgentProc, Controller, read_only_db, wait_for  # noqa: E402
+
+BASELINE = """baseline: bench
+version: 1
+rules:
+  - id: WEBROOT-INTEGRITY
+    check: fim
+    severity: critical
+    interval: 1h
+    params: {{paths: ["{root}"], coalesce_ms: 20}}
+    expect: {{unexpected_changes: 0}}
+    refs: ["TPEx-CPA 3(8)4(3)"]
+"""
+
+
+def fim_results(ctl: Controller, agent_id: str) -> int:
+    with read_only_db(ctl.data_dir / "controller.db") as db:
+        return int(db.execute("SELECT count(*) FROM results WHERE agent_id=? AND check_id='fim'",
+                              (agent_id,)).fetchone()[0])
+
+
+def stack(tmp: Path, root: Path) -> tuple[Controller, AgentProc, str]:
+    ctl = Controller(tmp / "controller", heartbeat="30s")
+    ctl.start()
+    # Only the fim rule: replace the default baseline's other checks for a clean measurement.
+    (tmp / "b.yaml").write_text(BASELINE.format(root=root))
+    ctl.vigil("baseline", "apply", str(tmp / "b.yaml"))
+    default = ctl.api("GET", "/baselines/tw-securities-linux")
+    (tmp / "empty.yaml").write_text(
+        f"baseline: tw-securities-linux\nversion: {default['version'] + 1}\nscope: {{tags: [nothing]}}\n"
+        "rules:\n  - id: NOOP\n    check: agent\n    severity: low\n    expect: {max_silence: 1h}\n    refs: []\n")
+    ctl.vigil("baseline", "apply", str(tmp / "empty.yaml"))
+    agent = AgentProc(tmp / "agent")
+    agent_id = agent.enroll(ctl)
+    agent.start()
+    wait_for("the fim baseline", lambda: fim_results(ctl, agent_id), timeout=600, every=0.5)
+    return ctl, agent, agent_id
+
+
+def latency(writes: int) -> list[float]:
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        root = tmp / "www"
+        root.mkdir()
+        (root / "index.html").write_text("hello\n")
+        ctl, agent, _ = stack(tmp, root)
+        try:
+            req = urllib.request.Request(ctl.url + "/api/v1/tickets?check=fim&limit=10000")
+            req.add_header("Authorization", f"Bearer {ctl.admin()}")
+            out = []
+            for i in range(writes):
+                path = root / f"page-{i}.html"
+                t0 = time.perf_counter()
+                path.write_text(f"<p>{i}</p>\n")
+                while True:
+                    with urllib.request.urlopen(req, timeout=10) as r:
+                        if any(t["subject"] == str(path) for t in json.loads(r.read())):
+                            break
+                    time.sleep(0.005)
+                out.append((time.perf_counter() - t0) * 1000)
+            return out
+        finally:
+            agent.stop()
+            ctl.stop()
+
+
+def import_floor() -> float:
+    code = ("import psutil, watchdog.observers, grpc, google.protobuf, os; "
+            "print(psutil.Process(os.getpid()).memory_info().rss)")
+    return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout) / 2**20
+
+
+def footprint(files: int, seconds: float) -> tuple[float, float, float]:
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        root = tmp / "tree"
+        small_tree(root, files)
+        ctl, agent, _ = stack(tmp, root)
+        try:
+            assert agent.proc is not None
+            proc = psutil.Process(agent.proc.pid)
+            time.sleep(5)  # let the baseline's pool wind down before sampling the idle agent
+            c0 = proc.cpu_times()
+            t0 = time.monotonic()
+            rss = []
+            while time.monotonic() - t0 < seconds:
+                rss.append(proc.memory_info().rss / 2**20)
+                time.sleep(1)
+            c1 = proc.cpu_times()
+            cpu = ((c1.user + c1.system) - (c0.user + c0.system)) / (time.monotonic() - t0) * 100
+            return statistics.median(rss), max(rss), cpu
+        finally:
+            agent.stop()
+            ctl.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--writes", type=int, default=200)
+    ap.add_argument("--files", type=int, default=100_000)
+    ap.add_argument("--idle-seconds", type=float, default=30)
+    args = ap.parse_args()
+    lat = sorted(latency(args.writes))
+    p50, p99 = lat[len(lat) // 2], lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    floor = import_floor()
+    rss_med, rss_max, cpu = footprint(args.files, args.idle_seconds)
+    print(f"{'measure':<52}{'value':>10}{'ratio':>8}")
+    print(f"{'write -> ticket in API, p50 ms (' + str(args.writes) + ' writes)':<52}{p50:>10.0f}{p50 / 500:>8.2f}")
+    print(f"{'write -> ticket in API, p99 ms (target 500)':<52}{p99:>10.0f}{p99 / 500:>8.2f}")
+    print(f"{'import floor psutil+watchdog+grpc+protobuf, MB':<52}{floor:>10.1f}{1:>8.2f}")
+    print(f"{'agent idle RSS watching ' + format(args.files, ',') + ' files, MB':<52}{rss_med:>10.1f}"
+          f"{rss_med / floor:>8.2f}")
+    print(f"{'agent idle RSS max, MB':<52}{rss_max:>10.1f}{rss_max / floor:>8.2f}")
+    print(f"{'agent idle CPU, % of a core (target < 1)':<52}{cpu:>10.2f}{'':>8}")
+    print("ratios: latency / 500 ms target (<= 1 meets it); RSS / import floor (target <= 1.3)")
+
+
+if __name__ == "__main__":
+    main()
