@@ -112,7 +112,17 @@ def footprint(files: int, seconds: float) -> tuple[float, float, float]:
         try:
             assert agent.proc is not None
             proc = psutil.Process(agent.proc.pid)
-            time.sleep(5)  # let the baseline's pool wind down before sampling the idle agent
+            # After the baseline the agent still has bounded background work (the copies text diffs
+            # need, at the throughput cap): wait until it is done (2 s windows under 2 % CPU, at most
+            # 5 minutes) before sampling the idle agent.
+            settle = time.monotonic()
+            while time.monotonic() - settle < 300:
+                a = proc.cpu_times()
+                time.sleep(2)
+                b = proc.cpu_times()
+                if (b.user + b.system - a.user - a.system) / 2 < 0.02:
+                    break
+            print(f"settled {time.monotonic() - settle:.0f} s after the baseline", file=sys.stderr)
             c0 = proc.cpu_times()
             t0 = time.monotonic()
             rss = []

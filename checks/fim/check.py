@@ -190,6 +190,9 @@ class Fim(Check[FimArgs, FimResult]):
             summary = _result(engine, stats.kind, [], stats, notices)
             if stats.skipped_by_cap:
                 ctx.warnings.append(f"file cap of {args.max_files} reached: some files are not watched")
+            unreadable = sum(1 for n in stats.notices if n.startswith("cannot "))
+            if unreadable:
+                ctx.warnings.append(f"{unreadable} paths could not be read (see the notices): changes there unknown")
             # Without an emit channel the events travel in the results themselves; the last batch
             # rides with the summary.
             if held:

@@ -341,3 +341,23 @@ def test_a_failing_session_says_so_and_starts_again(sessions: _Sessions, root: P
     write(root / "second.php", "2\n")
     emitted.wait_for("real time after the restart",
                      lambda rs: any(e.path.endswith("second.php") for r in rs for e in r.events))
+
+
+def test_collect_says_partial_when_paths_cannot_be_read(check: Fim, root: Path, state: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import checks.fim.scan as scan
+
+    list(check.collect(args(root), Context(state_dir=state)))
+    real = os.scandir
+    css = os.fsencode(root / "css")
+
+    def scandir(path: bytes) -> object:
+        if path == css:
+            raise PermissionError(13, "Permission denied")
+        return real(path)
+
+    monkeypatch.setattr(scan.os, "scandir", scandir)  # type: ignore[attr-defined]
+    ctx = Context(state_dir=state)
+    [res] = check.collect(args(root), ctx)
+    assert res.events == [] and any("cannot list" in n for n in res.notices)
+    assert any("could not be read" in w for w in ctx.warnings)
