@@ -186,9 +186,12 @@ def test_default_filename() -> None:
 
 def test_default_baseline_loads() -> None:
     doc = load_baseline(DEFAULT.read_text(), DEFAULT.name)
-    assert (doc.name, doc.version, doc.scope_tags) == ("tw-securities-linux", 2, None)
+    assert (doc.name, doc.version, doc.scope_tags) == ("tw-securities-linux", 3, None)
     assert doc.applies_to([]) and doc.applies_to(["windows"])
-    agent, ports, av, eol, ntp = doc.rules
+    agent, ports, fim, av, eol, ntp = doc.rules
+    assert (fim.id, fim.check, fim.severity, fim.params["paths"]) == ("WEBROOT-INTEGRITY", "fim", "critical",
+                                                                      ["/var/www/html"])
+    assert fim.expect == {"unexpected_changes": 0} and "TPEx-CPA 3(8)4(3)" in fim.refs
     assert (agent.id, agent.check, agent.severity, agent.interval_s) == ("AGENT-CONTACT", "agent", "high", 60)
     assert agent.expect == {"max_silence": "3m", "dropped_records": {"max": 0}}
     assert agent.refs == ("TPEx-CPA 3(8)4(2)",)
