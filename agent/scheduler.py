@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from agent.runner import run_check, task_params, whole_numbers
+from agent.runner import run_check, task_params
 from agent.state import check_state_dir
 from checks.base import Check
 from proto.vigil.v1 import agent_service_pb2 as pb
@@ -129,7 +129,3 @@ class Scheduler:
         with self._cv:
             self.runs += 1
         self.deliver(report)
-
-
-# Kept under its old name for callers of the scheduler module.
-_whole_numbers = whole_numbers
