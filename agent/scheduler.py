@@ -49,17 +49,26 @@ class Scheduler:
         self.runs = 0
 
     def apply_policy(self, policy: pb.Policy) -> None:
-        """Swap in a new policy without a restart; unchanged tasks keep their schedule, new ones run now."""
+        """Swap in a new policy without a restart; unchanged tasks keep their schedule, new ones run now.
+
+        Except a task whose check also works continuously (``Check.start``, e.g. fim): starting it
+        already scans, so its first scheduled run comes one interval later instead of racing that scan.
+        """
         with self._cv:
             now = time.monotonic()
             new = {t.task_id: t for t in policy.tasks}
-            self._next = {tid: self._next.get(tid, now) for tid in new}
+            self._next = {tid: self._next.get(tid, now + self._first_delay(t)) for tid, t in new.items()}
             self._tasks = new
             self._rebuild()
             self.policy_id = policy.policy_id
             self._cv.notify_all()
         log.info("policy %s applied: %d tasks (%s)", policy.policy_id, len(new),
                  ", ".join(sorted({t.check_id for t in new.values()})) or "none")
+
+    def _first_delay(self, task: pb.Task) -> float:
+        check = self.checks.get(task.check_id)
+        starts = check is not None and type(check).start is not Check.start
+        return float(max(task.interval_s, 1)) if starts else 0.0
 
     def tasks(self) -> list[pb.Task]:
         """The tasks of the policy in force."""

@@ -162,9 +162,8 @@ def test_changes_made_while_the_agent_was_stopped_are_reported_on_restart(site) 
     kinds = {t["subject"].rsplit("/", 1)[1]: t["evidence"]["kind"] for t in tickets}
     assert kinds == {"index.html": "MODIFIED", "app.js": "DELETED", "added.php": "CREATED",
                      "secret.php": "PERMISSIONS"}
-    # Found by the startup rescan or by the verification the restart schedules at once, whichever
-    # takes the engine first; either way against the baseline kept on disk.
-    assert {t["evidence"]["detected_by"] for t in tickets} <= {"STARTUP", "VERIFY"}
+    # Found by the rescan the agent runs when it starts watching, against the baseline kept on disk.
+    assert {t["evidence"]["detected_by"] for t in tickets} == {"STARTUP"}
     # Nothing old is re-alerted: exactly those four.
     assert len(fim_tickets(ctl, agent_id)) == 4
 
