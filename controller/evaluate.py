@@ -108,9 +108,24 @@ def _per_item(rule: Rule, facts: Mapping[str, Any], list_key: str, when_empty: s
             continue
         judged = _generic(rule, item)
         evidence = {**judged.evidence, "item": dict(item)}
-        message = judged.message.replace(f"{rule.id}: ", f"{rule.id}: {subject}: ", 1)
+        note = _ITEM_NOTES.get(rule.check, _no_note)(item)
+        message = judged.message.replace(f"{rule.id}: ", f"{rule.id}: {subject}: {note + '; ' if note else ''}", 1)
         out.append(Observation(subject, judged.passed, message, evidence))
     return out
+
+
+def _no_note(item: Mapping[str, Any]) -> str:
+    return ""
+
+
+def _av_note(item: Mapping[str, Any]) -> str:
+    # The agent reports an installed product without databases with a huge age so that any max fails;
+    # say what that number means rather than leave "1000000 hours" to the reader.
+    never = not item.get("databases") and (_number(item.get("signature_age_hours", 0)) or 0) >= 1e6
+    return "no signature database found (never updated)" if never else ""
+
+
+_ITEM_NOTES: dict[str, Callable[[Mapping[str, Any]], str]] = {"av": _av_note}
 
 
 def allowed_silence_s(rules: Iterable[Rule]) -> int | None:

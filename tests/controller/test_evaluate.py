@@ -375,3 +375,14 @@ def test_eol_item_missing_from_dataset_passes_with_a_note() -> None:
     ]}, "OK")
     assert [(o.subject, o.passed) for o in obs] == [("debian 12", True), ("frobnicator 1", True), ("nodejs 16", False)]
     assert "not in the dataset" in obs[1].message
+
+
+def test_av_product_without_databases_says_never_updated() -> None:
+    rule = rule_of("av", {"signature_age_hours": {"max": 24}})
+    (obs,) = evaluate(rule, "av", {"products": [{"name": "clamav", "signature_age_hours": 1e6, "databases": []}]},
+                      "OK")
+    assert not obs.passed
+    assert obs.message.startswith("R-1: clamav: no signature database found (never updated); signature_age_hours")
+    (fresh,) = evaluate(rule, "av", {"products": [
+        {"name": "clamav", "signature_age_hours": 2, "databases": [{"name": "daily"}]}]}, "OK")
+    assert fresh.passed and "never updated" not in fresh.message
