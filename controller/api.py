@@ -1,7 +1,9 @@
 """The REST API under /api/v1 (SPEC section 3). JSON in and out, ``Authorization: Bearer <api key>``."""
 
 
+import asyncio
 import datetime as dt
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
@@ -305,8 +307,6 @@ def create_app(ctl: Controller, channel: AgentChannelService | None = None) -> F
         raw = (await request.body()).decode("utf-8", errors="replace")
         filename = request.headers.get("x-vigil-filename", f"{name}.yaml")
         if request.headers.get("content-type", "").startswith("application/json"):
-            import json
-
             try:
                 raw = str(json.loads(raw)["yaml"])
             except (ValueError, KeyError, TypeError):
@@ -385,9 +385,6 @@ def create_app(ctl: Controller, channel: AgentChannelService | None = None) -> F
         checks = [str(c) for c in body.get("checks", [])]
         agents = body.get("agents")
         sid = uuid.uuid4().hex[:12]
-        fut: Any = None
-        import asyncio
-
         fut = asyncio.run_coroutine_threadsafe(_call(channel.run_checks, agents, checks), channel.loop)
         sent = fut.result(timeout=10)
         sweeps[sid] = {"id": sid, "requested_by": user.username, "requested_at": rfc3339(dt.datetime.now(dt.UTC)),
@@ -425,6 +422,4 @@ async def _call(fn: Callable[..., Any], *args: Any) -> Any:
 
 
 async def _in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    import asyncio
-
     return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))

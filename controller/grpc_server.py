@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import grpc
 from cryptography import x509
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller import enrollment
@@ -24,6 +25,7 @@ from controller.baselines import BaselineDoc
 from controller.core import Controller
 from controller.db.models import Agent
 from controller.errors import EnrollmentError
+from controller.evaluate import allowed_silence_s
 from controller.ingest import ingest_reports
 from controller.policy import applicable_rules, build_policy
 from controller.tickets import Outcome, RuleRef, apply_outcomes
@@ -272,8 +274,11 @@ class AgentChannelService(pbg.AgentChannelServicer):
                 _contact_outcome(self.ctl, s, agent, True, now)
 
 
-def _contact_outcome(ctl: Controller, s: Session, agent: Agent, back: bool, now: dt.datetime) -> None:
-    rules = [a for a in ctl.rules_for(list(agent.tags)) if a.rule.check == "agent"]
+def _contact_outcome(
+    ctl: Controller, s: Session, agent: Agent, back: bool, now: dt.datetime, docs: list[BaselineDoc] | None = None
+) -> None:
+    docs = ctl.baselines() if docs is None else docs
+    rules = [a for a in applicable_rules(docs, agent.tags) if a.rule.check == "agent"]
     rule_id, severity, baseline, version = "AGENT-CONTACT", "high", "", 0
     refs: tuple[str, ...] = ("TPEx-CPA 3(8)4(2)",)
     if rules:
@@ -289,18 +294,15 @@ def _contact_outcome(ctl: Controller, s: Session, agent: Agent, back: bool, now:
 
 def check_liveness(ctl: Controller, now: dt.datetime | None = None) -> dict[str, int]:
     """Mark silent agents offline, then lost (with a ticket) past the baseline's ``max_silence``."""
-    from sqlalchemy import select
-
-    from controller.evaluate import allowed_silence_s
-
     now = now or dt.datetime.now(dt.UTC)
+    docs = ctl.baselines()  # once per round, not once per agent
     offline_after = dt.timedelta(seconds=ctl.config.heartbeat_s * ctl.config.offline_after_beats)
     changed = {"offline": 0, "lost": 0}
     with ctl.sessions.begin() as s:
         for agent in s.execute(select(Agent).where(Agent.revoked_at.is_(None))).scalars():
             seen = agent.last_seen or agent.enrolled_at
             silence = now - seen
-            rules = [a.rule for a in ctl.rules_for(list(agent.tags))]
+            rules = [a.rule for a in applicable_rules(docs, agent.tags)]
             lost_after = dt.timedelta(seconds=allowed_silence_s(rules) or ctl.config.default_lost_after_s)
             if agent.status == "online" and silence > offline_after:
                 agent.status = "offline"
@@ -308,7 +310,7 @@ def check_liveness(ctl: Controller, now: dt.datetime | None = None) -> dict[str,
             if agent.status in ("offline", "online") and silence > lost_after and agent.last_seen is not None:
                 agent.status = "lost"
                 changed["lost"] += 1
-                _contact_outcome(ctl, s, agent, False, now)
+                _contact_outcome(ctl, s, agent, False, now, docs)
     return changed
 
 
