@@ -2,6 +2,7 @@
 
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import uuid
@@ -9,98 +10,36 @@ from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Query, Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from common import __version__
 from common.errors import UsageError
-from controller import audit, changes, eol
+from controller import audit, changes, eol, exceptions, web, workflow
 from controller.baselines import BaselineError
 from controller.core import Controller
-from controller.db.models import Agent, Baseline, Change, Finding, Result, Ticket, TicketEvent, User
+from controller.db.models import Agent, Baseline, Change, Finding, Result, Ticket, User
 from controller.errors import Conflict, Forbidden, NotFound
 from controller.grpc_server import AgentChannelService
+from controller.serialize import agent_json, finding_json, rfc3339, ticket_json
 from controller.users import role_allows, user_for_api_key
 
-TRANSITIONS: dict[str, tuple[str, ...]] = {
-    "open": ("acknowledged", "in_progress", "resolved", "false_positive"),
-    "acknowledged": ("in_progress", "resolved", "false_positive"),
-    "in_progress": ("resolved", "false_positive", "acknowledged"),
-    "resolved": ("closed", "open"),
-    "closed": ("open",),
-    "false_positive": ("open", "closed"),
-}
 
-
-def rfc3339(value: dt.datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def agent_json(a: Agent) -> dict[str, Any]:
-    return {
-        "id": a.id,
-        "hostname": a.hostname,
-        "status": a.status,
-        "last_seen": rfc3339(a.last_seen),
-        "tags": list(a.tags),
-        "version": a.version,
-        "os": a.os,
-        "enrolled_at": rfc3339(a.enrolled_at),
-        "revoked": a.revoked_at is not None,
-        "spool_depth": a.spool_depth,
-        "dropped_records": a.dropped_records,
-        "checks": a.checks,
-        "cert_not_after": rfc3339(a.cert_not_after),
-    }
-
-
-def ticket_json(t: Ticket, hostname: str | None = None) -> dict[str, Any]:
-    return {
-        "id": t.id,
-        "title": t.title,
-        "severity": t.severity,
-        "status": t.status,
-        "asset": t.asset,
-        "asset_name": hostname,
-        "check": t.check_id,
-        "rule_id": t.rule_id,
-        "subject": t.subject,
-        "refs": list(t.refs),
-        "baseline": t.baseline,
-        "baseline_version": t.baseline_version,
-        "first_seen": rfc3339(t.first_seen),
-        "last_seen": rfc3339(t.last_seen),
-        "occurrences": t.occurrences,
-        "initial_report_due": rfc3339(t.initial_report_due),
-        "resolved_at": rfc3339(t.resolved_at),
-        "resolution": t.resolution,
-        "assignee": t.assignee,
-        "evidence": t.evidence,
-    }
-
-
-def finding_json(f: Finding) -> dict[str, Any]:
-    return {
-        "id": f.id,
-        "asset": f.asset,
-        "rule_id": f.rule_id,
-        "check": f.check_id,
-        "subject": f.subject,
-        "status": f.status,
-        "severity": f.severity,
-        "baseline": f.baseline,
-        "baseline_version": f.baseline_version,
-        "refs": list(f.refs),
-        "message": f.message,
-        "evidence": f.evidence,
-        "first_seen": rfc3339(f.first_seen),
-        "last_seen": rfc3339(f.last_seen),
-        "result_id": f.result_id,
-    }
+@contextlib.contextmanager
+def http_errors() -> Iterator[None]:
+    """Map the controller's errors to HTTP status codes, with their message as the detail."""
+    try:
+        yield
+    except UsageError as exc:
+        raise HTTPException(422, str(exc)) from exc
+    except Forbidden as exc:
+        raise HTTPException(403, str(exc)) from exc
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    except Conflict as exc:
+        raise HTTPException(409, str(exc)) from exc
 
 
 def create_app(ctl: Controller, channel: AgentChannelService | None = None) -> FastAPI:
@@ -232,60 +171,67 @@ def create_app(ctl: Controller, channel: AgentChannelService | None = None) -> F
 
     @r.get("/tickets/{ticket_id}")
     def get_ticket(ticket_id: int, s: Db, _: Viewer) -> dict[str, Any]:
-        t = s.get(Ticket, ticket_id)
-        if t is None:
-            raise HTTPException(404, f"no ticket {ticket_id}")
-        out = ticket_json(t, _hostnames(s).get(t.asset))
-        out["timeline"] = [
-            {"at": rfc3339(e.at), "actor": e.actor, "kind": e.kind, "from": e.from_status, "to": e.to_status,
-             "text": e.text}
-            for e in s.execute(select(TicketEvent).where(TicketEvent.ticket_id == t.id)
-                               .order_by(TicketEvent.at, TicketEvent.id)).scalars()
-        ]
-        return out
+        """One ticket with its timeline, report stages, covering exception and false-positive hint."""
+        with http_errors():
+            return workflow.ticket_detail(s, workflow.get_ticket(s, ticket_id))
+
+    def _ticket_call(fn: Callable[..., Any], ticket_id: int, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        with ctl.sessions.begin() as s, http_errors():
+            fn(s, ticket_id, *args, **kwargs)
+            return workflow.ticket_detail(s, workflow.get_ticket(s, ticket_id))
 
     @r.post("/tickets/{ticket_id}/transition")
-    def transition(ticket_id: int, user: Analyst, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
-        to = str(body.get("to", ""))
-        reason = str(body.get("reason", "") or "")
-        if to not in TRANSITIONS:
-            raise HTTPException(422, f"'to' must be one of {', '.join(TRANSITIONS)}")
-        if to == "false_positive" and not reason.strip():
-            raise HTTPException(422, "marking a false positive needs a reason (TPEx-CPA 3(12)5)")
-        with ctl.sessions.begin() as s:
-            t = s.get(Ticket, ticket_id)
-            if t is None:
-                raise HTTPException(404, f"no ticket {ticket_id}")
-            if to not in TRANSITIONS[t.status]:
-                raise HTTPException(409, f"cannot go from {t.status} to {to}; allowed: "
-                                         f"{', '.join(TRANSITIONS[t.status])}")
-            now = dt.datetime.now(dt.UTC)
-            old = t.status
-            t.status = to
-            if to in ("resolved", "closed", "false_positive"):
-                t.resolved_at = t.resolved_at or now
-                t.resolution = reason or t.resolution
-            else:
-                t.resolved_at = None
-            s.add(TicketEvent(ticket_id=t.id, at=now, actor=user.username, kind="transition",
-                              from_status=old, to_status=to, text=reason))
-            audit.record(s, user.username, "ticket.transition", "ticket", str(t.id),
-                         {"from": old, "to": to, "reason": reason})
-            return ticket_json(t, _hostnames(s).get(t.asset))
+    def transition(ticket_id: int, user: Viewer, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+        """``{"to": STATE, "reason": TEXT}``; marking ``false_positive`` needs a reason and may carry
+        ``"exception": {"owner": USER, "expires": RFC3339, "reason": TEXT, "assets": [...], "subject": GLOB}``."""
+        with http_errors():
+            exception = workflow.ExceptionRequest.from_json(body.get("exception"))
+        return _ticket_call(workflow.transition, ticket_id, str(body.get("to", "")), user,
+                            str(body.get("reason", "") or ""), exception)
+
+    @r.post("/tickets/{ticket_id}/assign")
+    def assign(ticket_id: int, user: Viewer, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+        """``{"assignee": USER}``; null or "" unassigns."""
+        return _ticket_call(workflow.assign, ticket_id, body.get("assignee"), user)
+
+    @r.post("/tickets/{ticket_id}/reports", status_code=201)
+    def file_report(ticket_id: int, user: Viewer, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+        """``{"stage": "initial|formal|closure", "text": TEXT}`` (TPEx-CPA 3(12)2)."""
+        return _ticket_call(workflow.file_report, ticket_id, str(body.get("stage", "")), body.get("text"), user)
 
     @r.post("/tickets/{ticket_id}/comments")
-    def comment(ticket_id: int, user: Analyst, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
-        text = str(body.get("text", "")).strip()
-        if not text:
-            raise HTTPException(422, "'text' must not be empty")
-        with ctl.sessions.begin() as s:
-            t = s.get(Ticket, ticket_id)
-            if t is None:
-                raise HTTPException(404, f"no ticket {ticket_id}")
-            now = dt.datetime.now(dt.UTC)
-            s.add(TicketEvent(ticket_id=t.id, at=now, actor=user.username, kind="comment", text=text))
-            audit.record(s, user.username, "ticket.comment", "ticket", str(t.id), {"text": text})
-        return {"ticket": ticket_id, "at": rfc3339(now), "actor": user.username, "text": text}
+    def comment(ticket_id: int, user: Viewer, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+        with ctl.sessions.begin() as s, http_errors():
+            event = workflow.comment(s, ticket_id, str(body.get("text") or ""), user)
+            return {"ticket": ticket_id, "at": rfc3339(event.at), "actor": event.actor, "text": event.text}
+
+    # -- exceptions (accepted risk with owner, reason, expiry) -----------------------------------
+    @r.get("/exceptions")
+    def list_exceptions(s: Db, _: Viewer, state: str | None = None) -> list[dict[str, Any]]:
+        with http_errors():
+            return [exceptions.exception_json(e, s) for e in exceptions.list_exceptions(s, state)]
+
+    @r.post("/exceptions", status_code=201)
+    def create_exception(user: Analyst, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+        """``{"rule_id", "assets": [...], "subject": GLOB, "owner": USER, "reason": TEXT, "expires": RFC3339}``."""
+        with ctl.sessions.begin() as s, http_errors():
+            e = exceptions.create(s, user.username, body.get("rule_id"), body.get("assets"), body.get("subject"),
+                                  body.get("owner"), body.get("reason"), body.get("expires"))
+            return exceptions.exception_json(e, s)
+
+    @r.get("/exceptions/{exception_id}")
+    def get_exception(exception_id: str, s: Db, _: Viewer) -> dict[str, Any]:
+        with http_errors():
+            return exceptions.exception_json(exceptions.get(s, exception_id), s)
+
+    @r.post("/exceptions/{exception_id}/revoke")
+    def revoke_exception(exception_id: str, user: Analyst, body: Annotated[dict[str, Any], Body()] | None = None
+                         ) -> dict[str, Any]:
+        with ctl.sessions.begin() as s, http_errors():
+            e = exceptions.revoke(s, exception_id, user, str((body or {}).get("reason", "") or ""))
+            out = exceptions.exception_json(e, s)
+            exceptions.release(s)
+            return out
 
     def baseline_json(b: Baseline) -> dict[str, Any]:
         return {"name": b.name, "version": b.version, "applied_at": rfc3339(b.applied_at),
@@ -325,18 +271,8 @@ def create_app(ctl: Controller, channel: AgentChannelService | None = None) -> F
 
     # -- approved changes (TPEx-CPA 3(7)1): analysts request, a different admin approves ----------
     def _change_call(fn: Callable[..., Any], *args: Any) -> dict[str, Any]:
-        with ctl.sessions.begin() as s:
-            try:
-                change = fn(s, *args)
-            except UsageError as exc:
-                raise HTTPException(422, str(exc)) from exc
-            except Forbidden as exc:
-                raise HTTPException(403, str(exc)) from exc
-            except NotFound as exc:
-                raise HTTPException(404, str(exc)) from exc
-            except Conflict as exc:
-                raise HTTPException(409, str(exc)) from exc
-            return changes.change_json(change)
+        with ctl.sessions.begin() as s, http_errors():
+            return changes.change_json(fn(s, *args))
 
     @r.post("/changes", status_code=201)
     def create_change(user: Analyst, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
@@ -408,12 +344,7 @@ def create_app(ctl: Controller, channel: AgentChannelService | None = None) -> F
     eol.register_routes(r, ctl, need)
     app.include_router(r)
 
-    @app.get("/", include_in_schema=False)
-    def root() -> PlainTextResponse:
-        return PlainTextResponse(
-            f"Vigil controller {__version__}\nREST API: /api/v1 (OpenAPI: /api/v1/openapi.json, docs: /api/v1/docs)\n"
-        )
-
+    web.register(app, ctl, channel)
     return app
 
 

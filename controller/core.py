@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.errors import UsageError
-from controller import audit, eol
+from controller import audit, eol, exceptions
 from controller.baselines import BaselineDoc, load_baseline
 from controller.ca import CertificateAuthority
 from controller.db.models import Baseline
@@ -152,6 +152,14 @@ class Controller:
 
     def rules_for(self, tags: list[str]) -> list[Applicable]:
         return applicable_rules(self.baselines(), tags)
+
+    # -- periodic work ----------------------------------------------------------------------------
+    def housekeeping(self, now: dt.datetime | None = None) -> dict[str, Any]:
+        """Work that follows the clock rather than reports: lapsed exceptions give their findings back
+        to the ticket workflow. Called from the controller's periodic round; idempotent."""
+        with self.sessions.begin() as s:
+            reopened = exceptions.release(s, now)
+        return {"tickets_reopened_by_lapsed_exceptions": reopened}
 
     # -- running database work off the event loop ----------------------------------------------
     async def db(self, fn: Callable[..., T], *args: Any) -> T:

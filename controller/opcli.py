@@ -112,8 +112,35 @@ def build_parser() -> argparse.ArgumentParser:
     leaf(tk, "show", "one ticket with its timeline").add_argument("id", type=int)
     tt = leaf(tk, "transition", "move a ticket to another state")
     tt.add_argument("id", type=int)
-    tt.add_argument("--to", required=True)
-    tt.add_argument("--reason", default="")
+    tt.add_argument("--to", required=True, help="acknowledged, in_progress, resolved, closed, false_positive, open")
+    tt.add_argument("--reason", default="", help="why (required for false_positive)")
+    tt.add_argument("--exception-owner", default=None,
+                    help="with --to false_positive: accept the risk, owned by this user, until --exception-expires")
+    tt.add_argument("--exception-expires", default=None, help="RFC 3339 time the exception ends")
+    ta = leaf(tk, "assign", "give a ticket to an analyst (empty name unassigns)")
+    ta.add_argument("id", type=int)
+    ta.add_argument("assignee")
+    tc = leaf(tk, "comment", "add a comment to a ticket's timeline")
+    tc.add_argument("id", type=int)
+    tc.add_argument("text")
+    tr = leaf(tk, "report", "file a report stage of a critical/high incident (initial, formal, closure)")
+    tr.add_argument("id", type=int)
+    tr.add_argument("--stage", required=True, choices=("initial", "formal", "closure"))
+    tr.add_argument("--text", required=True)
+
+    ex = verb("exceptions", "accepted risk: an owner, a reason and an expiry")
+    el = leaf(ex, "list", "list exceptions")
+    el.add_argument("--state", default=None, help="active, expired or revoked")
+    ec = leaf(ex, "create", "accept the risk of a rule's failures on some assets until a date (analyst)")
+    ec.add_argument("--rule", required=True, help="rule id, e.g. PORTS-ALLOWED")
+    ec.add_argument("--assets", required=True, help="comma-separated agent ids, hostnames, tag:NAME, or '*'")
+    ec.add_argument("--subject", default="*", help="the finding subject or a glob (default: every subject)")
+    ec.add_argument("--owner", required=True, help="the user who answers for the risk")
+    ec.add_argument("--reason", required=True)
+    ec.add_argument("--expires", required=True, help="RFC 3339 time, at most a year ahead")
+    er = leaf(ex, "revoke", "end an exception now (its creator or an admin)")
+    er.add_argument("id")
+    er.add_argument("--reason", default="")
 
     fd = verb("findings", "evaluated findings")
     fl = leaf(fd, "list", "list findings")
@@ -198,8 +225,20 @@ def main_args(args: argparse.Namespace) -> int:
             out = c.call("GET", f"/tickets/{args.id}")
             human = json.dumps(out, indent=2)
         else:
-            out = c.call("POST", f"/tickets/{args.id}/transition", {"to": args.to, "reason": args.reason})
-            human = f"ticket {out['id']} is now {out['status']}"
+            out, human = _ticket(c, args)
+    elif args.noun == "exceptions":
+        if args.verb == "list":
+            out = c.call("GET", "/exceptions" + ("?" + urllib.parse.urlencode({"state": args.state})
+                                                 if args.state else ""))
+            human = _table(out, ["id", "state", "rule_id", "assets", "subject", "owner", "expires_at", "reason"])
+        elif args.verb == "create":
+            out = c.call("POST", "/exceptions", {
+                "rule_id": args.rule, "assets": [a.strip() for a in args.assets.split(",") if a.strip()],
+                "subject": args.subject, "owner": args.owner, "reason": args.reason, "expires": args.expires})
+            human = str(out["id"])
+        else:
+            out = c.call("POST", f"/exceptions/{urllib.parse.quote(args.id)}/revoke", {"reason": args.reason})
+            human = f"exception {out['id']} revoked"
     elif args.noun == "findings":
         q = {k: v for k, v in (("status", args.status), ("check", args.check), ("asset", args.asset)) if v}
         out = c.call("GET", "/findings" + ("?" + urllib.parse.urlencode(q) if q else ""))
@@ -247,6 +286,29 @@ def main_args(args: argparse.Namespace) -> int:
     else:
         print(human)
     return 0
+
+
+def _ticket(c: Client, args: argparse.Namespace) -> tuple[Any, str]:
+    path = f"/tickets/{args.id}"
+    if args.verb == "assign":
+        out = c.call("POST", path + "/assign", {"assignee": args.assignee})
+        return out, f"ticket {out['id']} assigned to {out['assignee'] or 'nobody'}"
+    if args.verb == "comment":
+        out = c.call("POST", path + "/comments", {"text": args.text})
+        return out, f"comment added to ticket {args.id}"
+    if args.verb == "report":
+        out = c.call("POST", path + "/reports", {"stage": args.stage, "text": args.text})
+        return out, f"{args.stage} report filed on ticket {args.id}"
+    body: dict[str, Any] = {"to": args.to, "reason": args.reason}
+    if args.exception_owner or args.exception_expires:
+        if not (args.exception_owner and args.exception_expires):
+            raise UsageError("--exception-owner and --exception-expires go together")
+        body["exception"] = {"owner": args.exception_owner, "expires": args.exception_expires}
+    out = c.call("POST", path + "/transition", body)
+    human = f"ticket {out['id']} is now {out['status']}"
+    if out.get("exception"):
+        human += f"; exception {out['exception']['id']} until {out['exception']['expires_at']}"
+    return out, human
 
 
 def _change(c: Client, args: argparse.Namespace) -> tuple[Any, str]:

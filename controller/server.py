@@ -69,6 +69,9 @@ async def serve(
                 changed = await ctl.db(check_liveness, ctl)
                 if any(changed.values()):
                     log.info("liveness: %s", changed)
+                done = await ctl.db(ctl.housekeeping)
+                if any(done.values()):
+                    log.info("housekeeping: %s", done)
                 # Another replica (or the CLI) may have changed baselines: push if the policy differs.
                 await channel.push_policies()
             except Exception:

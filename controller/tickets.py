@@ -17,8 +17,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller import audit
-from controller.db.models import Finding, Ticket, TicketEvent
+from controller import audit, exceptions
+from controller.db.models import Agent, Finding, RiskException, Ticket, TicketEvent
+from controller.notify import enqueue
 
 SEVERITIES = ("critical", "high", "medium", "low")
 STATUSES = ("open", "acknowledged", "in_progress", "resolved", "closed", "false_positive")
@@ -52,7 +53,7 @@ def dedupe_key(asset: str, rule_id: str, subject: str) -> str:
     return f"{asset}|{rule_id}|{subject}"
 
 
-def _event(
+def record_event(
     session: Session,
     ticket: Ticket,
     kind: str,
@@ -61,12 +62,14 @@ def _event(
     actor: str = SYSTEM,
     from_status: str | None = None,
     to_status: str | None = None,
-) -> None:
-    session.add(
-        TicketEvent(
-            ticket_id=ticket.id, at=at, actor=actor, kind=kind, text=text, from_status=from_status, to_status=to_status
-        )
+) -> TicketEvent:
+    """Add one entry to the ticket's timeline and queue it for notification, in the caller's transaction."""
+    event = TicketEvent(
+        ticket_id=ticket.id, at=at, actor=actor, kind=kind, text=text, from_status=from_status, to_status=to_status
     )
+    session.add(event)
+    enqueue(session, ticket, event)
+    return event
 
 
 def _title(rule: RuleRef, asset_name: str, outcome: Outcome) -> str:
@@ -78,8 +81,12 @@ class Book:
     """The findings and tickets of one asset, read once so that judging a batch of reports costs no
     further queries: the session's unit of work writes only what changed, once, at the end."""
 
-    def __init__(self, session: Session, asset: str) -> None:
+    def __init__(self, session: Session, asset: str, now: dt.datetime | None = None) -> None:
         self.asset = asset
+        agent = session.get(Agent, asset)
+        self.hostname = agent.hostname if agent else ""
+        self.tags: list[str] = list(agent.tags) if agent else []
+        self.exceptions: list[RiskException] = exceptions.active(session, now)
         self.findings: dict[tuple[str, str], Finding] = {
             (f.rule_id, f.subject): f for f in session.execute(select(Finding).where(Finding.asset == asset)).scalars()
         }
@@ -112,7 +119,7 @@ def apply_outcomes(
     reason (the check ran again; a full scan stayed below the file cap); those do resolve tickets.
     Returns the tickets opened or reopened.
     """
-    book = book if book is not None and book.asset == asset else Book(session, asset)
+    book = book if book is not None and book.asset == asset else Book(session, asset, now)
     touched: list[Ticket] = []
     seen: set[str] = set()
     with session.no_autoflush:
@@ -162,16 +169,27 @@ def _apply_one(
     finding.evidence = outcome.evidence
     finding.last_seen = now
     finding.result_id = result_id
+    covered = None if outcome.passed else exceptions.covering(
+        book.exceptions, asset, book.hostname, book.tags, rule.rule_id, outcome.subject)
+    finding.exception_id = covered.id if covered is not None else None
 
     key = dedupe_key(asset, rule.rule_id, outcome.subject)
     ticket = book.tickets.get(key)
+    if covered is not None:
+        # Accepted risk: recorded as a failing finding, no ticket opened or reopened.
+        if ticket is not None:
+            ticket.occurrences += 1
+            ticket.last_seen = now
+            ticket.exception_id = covered.id
+        return None
     if outcome.passed:
         if auto_resolve and ticket is not None and ticket.status in ACTIVE:
             old = ticket.status
             ticket.status = "resolved"
             ticket.resolved_at = now
             ticket.resolution = f"automatically resolved: {outcome.message}"
-            _event(session, ticket, "auto_resolved", ticket.resolution, now, from_status=old, to_status="resolved")
+            record_event(session, ticket, "auto_resolved", ticket.resolution, now, from_status=old,
+                         to_status="resolved")
             audit.record(
                 session,
                 SYSTEM,
@@ -184,51 +202,100 @@ def _apply_one(
         return None
 
     if ticket is None:
-        ticket = Ticket(
-            dedupe_key=key,
-            title=_title(rule, asset_name, outcome),
-            severity=rule.severity,
-            status="open",
-            asset=asset,
-            check_id=rule.check_id,
-            rule_id=rule.rule_id,
-            subject=outcome.subject,
-            refs=list(rule.refs),
-            baseline=rule.baseline,
-            baseline_version=rule.baseline_version,
-            evidence=outcome.evidence,
-            first_seen=now,
-            last_seen=now,
-            occurrences=1,
-            initial_report_due=now + INITIAL_REPORT_WINDOW if rule.severity in ("critical", "high") else None,
-        )
-        session.add(ticket)
-        session.flush()  # the event below needs its id
-        book.tickets[key] = ticket
-        _event(session, ticket, "opened", outcome.message, now, to_status="open")
-        audit.record(
-            session,
-            SYSTEM,
-            "ticket.open",
-            "ticket",
-            str(ticket.id),
-            {"key": key, "severity": rule.severity, "result_id": result_id},
-            at=now,
-        )
-        return ticket
+        return _open(session, book, key, rule, asset_name, outcome, now, result_id)
+    return _bump(session, ticket, rule, asset_name, outcome, now, result_id)
 
+
+def _open(
+    session: Session,
+    book: Book,
+    key: str,
+    rule: RuleRef,
+    asset_name: str,
+    outcome: Outcome,
+    now: dt.datetime,
+    result_id: int | None,
+) -> Ticket:
+    asset = book.asset
+    ticket = Ticket(
+        dedupe_key=key,
+        title=_title(rule, asset_name, outcome),
+        severity=rule.severity,
+        status="open",
+        asset=asset,
+        check_id=rule.check_id,
+        rule_id=rule.rule_id,
+        subject=outcome.subject,
+        refs=list(rule.refs),
+        baseline=rule.baseline,
+        baseline_version=rule.baseline_version,
+        evidence=outcome.evidence,
+        first_seen=now,
+        last_seen=now,
+        occurrences=1,
+        initial_report_due=now + INITIAL_REPORT_WINDOW if rule.severity in ("critical", "high") else None,
+    )
+    session.add(ticket)
+    session.flush()  # the event below needs its id
+    book.tickets[key] = ticket
+    record_event(session, ticket, "opened", outcome.message, now, to_status="open")
+    audit.record(
+        session,
+        SYSTEM,
+        "ticket.open",
+        "ticket",
+        str(ticket.id),
+        {"key": key, "severity": rule.severity, "result_id": result_id},
+        at=now,
+    )
+    return ticket
+
+
+def _bump(
+    session: Session, ticket: Ticket, rule: RuleRef, asset_name: str, outcome: Outcome, now: dt.datetime,
+    result_id: int | None,
+) -> Ticket | None:
     ticket.occurrences += 1
     ticket.last_seen = now
     ticket.evidence = outcome.evidence
-    if ticket.status in ("resolved", "closed"):
-        # The same problem is back: reopen the one ticket rather than open a second.
+    ticket.exception_id = None
+    if ticket.status in ("resolved", "closed", "false_positive"):
+        # The same problem is back (and no exception accepts it): reopen the one ticket rather than open
+        # a second. A false positive that recurs means the alert condition was not revised.
         old = ticket.status
         ticket.status = "open"
         ticket.resolved_at = None
+        ticket.reopened = (ticket.reopened or 0) + 1
         ticket.title = _title(rule, asset_name, outcome)
-        _event(session, ticket, "reopened", outcome.message, now, from_status=old, to_status="open")
-        audit.record(
-            session, SYSTEM, "ticket.reopen", "ticket", str(ticket.id), {"key": key, "result_id": result_id}, at=now
-        )
+        if ticket.severity in ("critical", "high"):
+            # A new incident for the report duty: the 30 minutes run from now.
+            ticket.initial_report_due = now + INITIAL_REPORT_WINDOW
+        why = outcome.message if old != "false_positive" else (
+            f"marked false positive, but fails again and no exception covers it: {outcome.message}")
+        record_event(session, ticket, "reopened", why, now, from_status=old, to_status="open")
+        audit.record(session, SYSTEM, "ticket.reopen", "ticket", str(ticket.id),
+                     {"key": ticket.dedupe_key, "from": old, "result_id": result_id}, at=now)
         return ticket
     return None
+
+
+def rule_of(finding: Finding) -> RuleRef:
+    return RuleRef(finding.rule_id, finding.check_id, finding.severity, tuple(finding.refs), finding.baseline,
+                   finding.baseline_version)
+
+
+def reopen_for_finding(session: Session, finding: Finding, message: str, now: dt.datetime) -> Ticket | None:
+    """Open or reopen the ticket of a failing finding that was not ticketed (its exception lapsed)."""
+    book = Book(session, finding.asset, now)
+    rule = rule_of(finding)
+    outcome = Outcome(finding.subject, False, message, dict(finding.evidence))
+    key = dedupe_key(finding.asset, finding.rule_id, finding.subject)
+    ticket = book.tickets.get(key)
+    name = book.hostname or finding.asset
+    with session.no_autoflush:
+        if ticket is None:
+            return _open(session, book, key, rule, name, outcome, now, finding.result_id)
+        if ticket.status in ACTIVE:
+            ticket.exception_id = None
+            return None
+        return _bump(session, ticket, rule, name, outcome, now, finding.result_id)

@@ -129,6 +129,8 @@ class Finding(Base):
     first_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     last_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     result_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # A failing finding covered by an unexpired exception: accepted risk, no ticket.
+    exception_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     __table_args__ = (UniqueConstraint("asset", "rule_id", "subject", name="uq_findings_key"),)
 
 
@@ -154,6 +156,9 @@ class Ticket(Base):
     resolved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     resolution: Mapped[str] = mapped_column(Text, default="")
     assignee: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # The exception (accepted risk) that covers this ticket's finding, while one does.
+    exception_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    reopened: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class TicketEvent(Base):
@@ -179,6 +184,13 @@ class User(Base):
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked: Mapped[bool] = mapped_column(Boolean, default=False)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    locked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_login_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # RFC 6238 secret (base32); TOTP is required for admins once enrolled, and they must enrol.
+    totp_secret: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The last accepted TOTP time step, so a code cannot be replayed.
+    totp_last_step: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class ApiKey(Base):
@@ -265,3 +277,118 @@ class ChangeRecord(Base):
     # The event as reported (before/after state, changed fields, diff).
     evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     __table_args__ = (Index("ix_change_records_asset_at", "asset", "at"),)
+
+
+class TicketReport(Base):
+    """A report stage filed on a critical/high ticket (TPEx-CPA 3(12)2): initial, formal, closure."""
+
+    __tablename__ = "ticket_reports"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
+    stage: Mapped[str] = mapped_column(String(16))  # initial | formal | closure
+    filed_by: Mapped[str] = mapped_column(String(128))
+    filed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    text: Mapped[str] = mapped_column(Text)
+
+
+class RiskException(Base):
+    """Accepted risk: failures of ``rule_id`` on the matching assets and subjects open no ticket until
+    ``expires_at``. ``assets`` holds agent ids, hostnames, ``tag:NAME`` or ``*``; ``subject`` a glob."""
+
+    __tablename__ = "exceptions"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    rule_id: Mapped[str] = mapped_column(String(128), index=True)
+    assets: Mapped[list[str]] = mapped_column(JSON)
+    subject: Mapped[str] = mapped_column(String(512), default="*")
+    owner: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    # The ticket whose false positive led to it, if any.
+    ticket_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    revoked_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoke_reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class WebSession(Base):
+    """A browser session, server-side so that logout, idle timeout and locking end it at once.
+
+    ``id`` is the SHA-256 of the cookie value (the cookie itself is never stored)."""
+
+    __tablename__ = "web_sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    username: Mapped[str] = mapped_column(ForeignKey("users.username"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    last_active: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    # False until the second factor was given (admins with TOTP).
+    mfa_passed: Mapped[bool] = mapped_column(Boolean, default=False)
+    client: Mapped[str] = mapped_column(String(255), default="")
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    end_reason: Mapped[str] = mapped_column(String(32), default="")
+
+
+class OutboxMessage(Base):
+    """Transactional outbox: one row per ticket event worth telling the outside world, written in the
+    same transaction as the event, so a notification can be late but never lost."""
+
+    __tablename__ = "outbox"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    kind: Mapped[str] = mapped_column(String(32))  # opened | reopened | transition | comment | assigned | ...
+    ticket_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    # The ticket as it was after the event plus the event itself (controller.serialize.outbox_payload).
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class Delivery(Base):
+    """Where one outbox message stands for one notification target."""
+
+    __tablename__ = "deliveries"
+    outbox_id: Mapped[int] = mapped_column(ForeignKey("outbox.id"), primary_key=True)
+    target: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # pending | delivered | skipped
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    last_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+
+
+class DeliveryAttempt(Base):
+    """Every attempt to deliver, kept as the record of who was told what and when."""
+
+    __tablename__ = "delivery_attempts"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    outbox_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    target: Mapped[str] = mapped_column(String(64))
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ExternalTicket(Base):
+    """Our ticket's counterpart in an external tracker (Jira, ServiceNow, Roundup), so it is updated and
+    closed in step and never created twice."""
+
+    __tablename__ = "external_tickets"
+    target: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    external_id: Mapped[str] = mapped_column(String(128))
+    url: Mapped[str] = mapped_column(Text, default="")
+    state: Mapped[str] = mapped_column(String(64), default="")
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class ComplianceSnapshot(Base):
+    """Fleet state sampled periodically, for the dashboard's trend charts."""
+
+    __tablename__ = "compliance_snapshots"
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, primary_key=True)
+    findings_total: Mapped[int] = mapped_column(Integer)
+    findings_passing: Mapped[int] = mapped_column(Integer)
+    agents: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)  # status -> count
+    open_tickets: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)  # severity -> count

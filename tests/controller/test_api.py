@@ -97,3 +97,32 @@ def test_openapi_document_is_served(env) -> None:
     client, _, _ = env
     doc = client.get("/api/v1/openapi.json").json()
     assert "/api/v1/tickets/{ticket_id}/transition" in doc["paths"]
+
+
+def test_assign_report_and_false_positive_with_exception_over_rest(env) -> None:
+    client, keys, tid = env
+    a = auth(keys["analyst"])
+    r = client.post(f"/api/v1/tickets/{tid}/assign", json={"assignee": "analyst"}, headers=a)
+    assert r.status_code == 200 and r.json()["assignee"] == "analyst"
+    assert client.post(f"/api/v1/tickets/{tid}/assign", json={"assignee": "viewer"}, headers=a).status_code == 422
+    assert client.post(f"/api/v1/tickets/{tid}/assign", json={"assignee": "x"},
+                       headers=auth(keys["viewer"])).status_code == 403
+    r = client.post(f"/api/v1/tickets/{tid}/reports", json={"stage": "formal", "text": "x"}, headers=a)
+    assert r.status_code == 409 and "initial report" in r.json()["detail"]
+    r = client.post(f"/api/v1/tickets/{tid}/reports", json={"stage": "initial", "text": "seen"}, headers=a)
+    assert r.status_code == 201 and r.json()["next_report"] == "formal"
+    expires = (dt.datetime.now(dt.UTC) + dt.timedelta(days=30)).isoformat()
+    r = client.post(f"/api/v1/tickets/{tid}/transition", headers=a, json={
+        "to": "false_positive", "reason": "dev server on the lab VLAN",
+        "exception": {"owner": "admin", "expires": expires}})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "false_positive" and body["exception"]["owner"] == "admin"
+    assert body["exception"]["state"] == "active" and body["exception"]["reason"] == "dev server on the lab VLAN"
+    (exc,) = client.get("/api/v1/exceptions?state=active", headers=auth(keys["viewer"])).json()
+    assert exc["id"] == body["exception_id"] and exc["ticket_id"] == tid and exc["covered_findings"] == 0
+    assert client.post(f"/api/v1/exceptions/{exc['id']}/revoke", json={},
+                       headers=auth(keys["viewer"])).status_code == 403
+    r = client.post(f"/api/v1/exceptions/{exc['id']}/revoke", json={"reason": "done"}, headers=auth(keys["admin"]))
+    assert r.status_code == 200 and r.json()["state"] == "revoked"
+    assert client.get("/api/v1/exceptions?state=bogus", headers=a).status_code == 422
