@@ -23,6 +23,7 @@ from controller.core import Controller
 from controller.db.models import Agent, Baseline, Change, Finding, Result, Ticket, User
 from controller.errors import Conflict, Forbidden, NotFound
 from controller.grpc_server import AgentChannelService
+from controller.notify import api as notify_api
 from controller.serialize import agent_json, finding_json, rfc3339, ticket_json
 from controller.users import role_allows, user_for_api_key
 
@@ -342,6 +343,7 @@ def create_app(ctl: Controller, channel: AgentChannelService | None = None) -> F
                 "head": res.head}
 
     eol.register_routes(r, ctl, need)
+    notify_api.register_routes(r, ctl, need)
     app.include_router(r)
 
     web.register(app, ctl, channel)

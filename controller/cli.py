@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--enroll", default=None, help="enrollment listener (default: the --grpc port + 1)")
     s.add_argument("--http", default="127.0.0.1:8080", help="REST API and web UI (default %(default)s)")
     s.add_argument("--heartbeat", default="30s", help="agent heartbeat interval (default %(default)s)")
+    s.add_argument("--notify-config", type=Path, default=None, metavar="FILE",
+                   help="notification targets (default: DATA_DIR/notifications.yaml if it exists)")
 
     t = sub.add_parser("token", help="enrollment tokens").add_subparsers(dest="sub", required=True)
     tc = t.add_parser("create", help="print one single-use enrollment token")
@@ -55,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     uc.add_argument("--username", required=True)
     uc.add_argument("--role", required=True, choices=["admin", "analyst", "viewer"])
     uc.add_argument("--password-stdin", action="store_true", required=True, help="read the password from stdin")
+    uu = u.add_parser("unlock", help="unlock an account locked after too many failed sign-ins")
+    data(uu)
+    uu.add_argument("--username", required=True)
+    ur = u.add_parser("reset-totp", help="forget a user's authenticator; they enrol a new one at the next login")
+    data(ur)
+    ur.add_argument("--username", required=True)
 
     k = sub.add_parser("apikey", help="API keys").add_subparsers(dest="sub", required=True)
     kc = k.add_parser("create", help="print a new API key for a user")
@@ -94,7 +102,7 @@ def main_args(args: argparse.Namespace) -> int:
                              f"(enrollment :{r.enroll_port}), API on {r.url}/api/v1\n")
             sys.stdout.flush()
 
-        asyncio.run(serve(cfg, ready))
+        asyncio.run(serve(cfg, ready, notify_config=args.notify_config))
         return 0
 
     ctl = _open(args)
@@ -109,6 +117,13 @@ def main_args(args: argparse.Namespace) -> int:
         with ctl.sessions.begin() as s:
             tokens = [create_token(s, ctl.ca, ttl, tags, actor) for _ in range(args.count)]
         print("\n".join(tokens))
+        return 0
+    if args.cmd == "user" and args.sub in ("unlock", "reset-totp"):
+        from controller.users import reset_totp, unlock
+
+        with ctl.sessions.begin() as s:
+            (unlock if args.sub == "unlock" else reset_totp)(s, args.username, actor)
+        sys.stderr.write(f"{'unlocked' if args.sub == 'unlock' else 'reset the authenticator of'} {args.username}\n")
         return 0
     if args.cmd == "user":
         from controller.users import create_user

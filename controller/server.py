@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import uvicorn
 
 from controller.api import create_app
 from controller.core import Controller, ControllerConfig
 from controller.grpc_server import check_liveness, start_grpc
+from controller.notify.worker import prepare_worker
+from controller.web.stats import take_snapshot_if_due
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +40,23 @@ def _split(addr: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def _housekeeping(ctl: Controller) -> dict[str, object]:
+    done = ctl.housekeeping()
+    with ctl.sessions.begin() as s:
+        # The dashboard's trend charts (one point every ten minutes).
+        take_snapshot_if_due(s, dt.datetime.now(dt.UTC))
+    return done
+
+
 async def serve(
     config: ControllerConfig,
     on_ready: Callable[[Running], None] | None = None,
     stop: asyncio.Event | None = None,
+    notify_config: Path | None = None,
 ) -> None:
     ctl = Controller.open(config)
+    # Notifications (docs/notifications.md): a broken notifications.yaml stops start-up before we listen.
+    notifier = prepare_worker(ctl, notify_config)
     server, channel, grpc_port, enroll_port = await start_grpc(ctl)
     host, port = _split(config.http_addr)
     app = create_app(ctl, channel)
@@ -69,7 +84,7 @@ async def serve(
                 changed = await ctl.db(check_liveness, ctl)
                 if any(changed.values()):
                     log.info("liveness: %s", changed)
-                done = await ctl.db(ctl.housekeeping)
+                done = await ctl.db(_housekeeping, ctl)
                 if any(done.values()):
                     log.info("housekeeping: %s", done)
                 # Another replica (or the CLI) may have changed baselines: push if the policy differs.
@@ -78,6 +93,7 @@ async def serve(
                 log.exception("liveness check failed")
 
     live_task = asyncio.create_task(liveness())
+    notifier.start()
     running = Running(ctl, grpc_port, enroll_port, host, http_port)
     log.info("controller ready: agents on port %d, enrollment on port %d, web %s", grpc_port, enroll_port,
              running.url)
@@ -87,6 +103,7 @@ async def serve(
         await stop.wait()
     finally:
         live_task.cancel()
+        await notifier.stop()
         uv.should_exit = True
         channel.close_all()
         await server.stop(grace=2)

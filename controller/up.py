@@ -95,7 +95,7 @@ def up(data_dir: Path, http: str, grpc_addr: str, debug: bool) -> int:
     sys.stdout.write(
         "\nVigil is up.\n"
         f"  web UI / API   {url}/   (REST under {url}/api/v1, OpenAPI at {url}/api/v1/openapi.json)\n"
-        f"  admin login    admin / {password}\n"
+        f"  admin login    admin / {password}   (first sign-in sets up an authenticator app: TOTP)\n"
         f"  API key        {key}   (also in {key_file})\n"
         f"  local agent    {agent_id}, baseline tw-securities-linux (log: {data_dir / 'agent.log'})\n"
         f"  data           {data_dir}\n\n"

@@ -18,7 +18,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 
@@ -341,6 +341,9 @@ class OutboxMessage(Base):
     ticket_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     # The ticket as it was after the event plus the event itself (controller.serialize.outbox_payload).
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Written with the message (controller.notify.enqueue), one per target that wants it, so that the
+    # unit of work inserts them after the message without a flush in between.
+    deliveries: Mapped[list[Delivery]] = relationship(back_populates="message")
 
 
 class Delivery(Base):
@@ -355,6 +358,7 @@ class Delivery(Base):
     last_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_error: Mapped[str] = mapped_column(Text, default="")
+    message: Mapped[OutboxMessage] = relationship(back_populates="deliveries")
 
 
 class DeliveryAttempt(Base):

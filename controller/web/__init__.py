@@ -1,22 +1,53 @@
 """The security staff's web UI: server-rendered pages (Jinja2) on the controller's HTTP port.
 
-Public: ``register(app, ctl, channel)`` mounts the pages and static files on the FastAPI app.
+Public: ``register(app, ctl, channel)`` mounts the pages under ``/`` and the static files under ``/static``;
+``stats.take_snapshot`` records the fleet's state for the dashboard's trends. Modules: ``auth`` (browser
+sessions, CSRF), ``login`` (sign-in, TOTP, logout), ``pages`` (everything else), ``charts`` (inline SVG).
+The login and role rules live in :mod:`controller.users` and :mod:`controller.workflow`.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import PlainTextResponse
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
 
-from common import __version__
 from controller.core import Controller
+
+__all__ = ["register"]
+
+_HERE = Path(__file__).parent
+
+
+def _templates() -> Jinja2Templates:
+    from controller.web import filters
+
+    templates = Jinja2Templates(directory=str(_HERE / "templates"))
+    filters.install(templates.env)
+    return templates
 
 
 def register(app: FastAPI, ctl: Controller, channel: Any = None) -> None:
-    @app.get("/", include_in_schema=False)
-    def root() -> PlainTextResponse:
-        return PlainTextResponse(
-            f"Vigil controller {__version__}\nREST API: /api/v1 (OpenAPI: /api/v1/openapi.json, docs: /api/v1/docs)\n"
-        )
+    from controller.web import login, pages  # noqa: F401 - login adds its routes to pages.router
+
+    app.state.vigil_web = pages.WebState(ctl=ctl, channel=channel, templates=_templates(),
+                                         clock=lambda: dt.datetime.now(dt.UTC))
+
+    async def on_redirect(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, pages.Redirect)
+        return pages.redirect(exc.url)
+
+    async def on_refused(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, pages.Refused)
+        return pages.refused_page(request, exc)
+
+    app.add_exception_handler(pages.Redirect, on_redirect)
+    app.add_exception_handler(pages.Refused, on_refused)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="vigil-static")
