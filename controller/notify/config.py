@@ -98,7 +98,7 @@ class _Model(BaseModel):
 class RetryConfig(_Model):
     # The first retry comes after about `initial`, then twice as long each time, never longer than `max`.
     initial: Seconds = 5.0
-    max: Seconds = 300.0
+    max: Seconds = 60.0
     # A delivery still pending this long after its event is "stuck": logged and shown by the API.
     stuck_after: Seconds = 1800.0
 
