@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import logging
 import secrets
+import signal
 import string
 import subprocess
 import sys
@@ -23,6 +24,10 @@ def _password() -> str:
     alphabet = string.ascii_letters + string.digits
     core = "".join(secrets.choice(alphabet) for _ in range(16))
     return core + "-" + secrets.choice(string.digits) + secrets.choice(string.ascii_uppercase)
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def up(data_dir: Path, http: str, grpc_addr: str, debug: bool) -> int:
@@ -106,6 +111,9 @@ def up(data_dir: Path, http: str, grpc_addr: str, debug: bool) -> int:
     with open(data_dir / "agent.log", "ab") as log_file:
         agent = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "--data-dir", str(adir)],
                                  stdout=log_file, stderr=subprocess.STDOUT)
+    # A service manager or `kill` stops us with SIGTERM: stop the agent and the controller as Ctrl-C does,
+    # rather than leaving the agent running without us.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         while t.is_alive():
             t.join(0.5)
