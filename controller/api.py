@@ -20,7 +20,7 @@ from common.errors import UsageError
 from controller import audit, changes, eol, exceptions, web, workflow
 from controller.baselines import BaselineError
 from controller.core import Controller
-from controller.db.models import Agent, Baseline, Change, Finding, Result, Ticket, User
+from controller.db.models import Agent, Baseline, Change, Delivery, Finding, Result, Ticket, User
 from controller.errors import Conflict, Forbidden, NotFound
 from controller.grpc_server import AgentChannelService
 from controller.notify import api as notify_api
@@ -100,6 +100,11 @@ def create_app(ctl: Controller, channel: AgentChannelService | None = None) -> F
             tickets.labels(status, sev).set(n)
         results = Gauge("vigil_results_stored", "Results stored", registry=reg)
         results.set(s.execute(select(func.count()).select_from(Result)).scalar_one())
+        pending = Gauge("vigil_notifications_pending", "Notification deliveries not yet delivered", ["target"],
+                        registry=reg)
+        for target, n in s.execute(select(Delivery.target, func.count()).where(Delivery.status == "pending")
+                                   .group_by(Delivery.target)):
+            pending.labels(target).set(n)
         streams = Gauge("vigil_agent_streams", "Connected agent streams", registry=reg)
         streams.set(len(channel.streams) if channel else 0)
         return Response(generate_latest(reg), media_type=CONTENT_TYPE_LATEST)

@@ -126,3 +126,11 @@ def test_assign_report_and_false_positive_with_exception_over_rest(env) -> None:
     r = client.post(f"/api/v1/exceptions/{exc['id']}/revoke", json={"reason": "done"}, headers=auth(keys["admin"]))
     assert r.status_code == 200 and r.json()["state"] == "revoked"
     assert client.get("/api/v1/exceptions?state=bogus", headers=a).status_code == 422
+
+
+def test_metrics_count_pending_notifications(env) -> None:
+    client, keys, tid = env
+    client.post(f"/api/v1/tickets/{tid}/comments", json={"text": "seen"}, headers=auth(keys["analyst"]))
+    text = client.get("/api/v1/metrics").text
+    # No notification targets are configured in this process: the messages wait for the worker's fan-out.
+    assert 'vigil_notifications_pending{target="*"} 2.0' in text
