@@ -7,16 +7,13 @@ import signal
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from agent.client import Connection
 from agent.scheduler import Scheduler
 from agent.spool import DEFAULT_MAX_BYTES, Spool
 from agent.state import Identity, policy_path
 from agent.watchers import Watchers
-from checks.registry import REGISTRY
+from checks.registry import Checks
 from common.errors import ConfigError
 from proto.vigil.v1 import agent_service_pb2 as pb
 from proto.vigil.v1 import report_pb2
@@ -33,6 +30,9 @@ class AgentConfig:
     def load(cls, path: Path | None) -> AgentConfig:
         if path is None:
             return cls()
+        # Imported here: an agent without a config file does not carry PyYAML (~0.9 MB resident).
+        import yaml
+
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
@@ -59,14 +59,15 @@ class Agent:
         self.config = config or AgentConfig()
         self.identity = Identity.load(data_dir)
         self.spool = Spool(data_dir / "spool.db", int(self.config.spool_max_mb * 2**20))
-        self.checks: dict[str, Any] = {cls.id: cls() for cls in REGISTRY}
+        self.checks = Checks()  # each check's code is imported when a task first needs it
         self.scheduler = Scheduler(self.checks, self.deliver, self.spool.stats, self.config.check_timeout_s,
                                    state_root=data_dir)
         # Continuous work (fim's real-time watching) starts with run() or with a policy push.
-        self.watchers = Watchers(self.checks, self.deliver, data_dir, self.spool.stats)
+        self.watchers = Watchers(self.checks, self.deliver, data_dir, self.spool.stats,
+                                 stateful=self.checks.continuous)
         self.connection = Connection(
             data_dir, self.identity.controller, self.spool,
-            [(c.id, c.version) for c in self.checks.values()],
+            self.checks.capabilities,
             lambda: self.scheduler.policy_id, self.on_policy, self.on_command,
         )
         saved = policy_path(data_dir)

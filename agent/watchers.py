@@ -33,8 +33,12 @@ class Watchers:
         deliver: Deliver,
         state_root: Path | None,
         spool_stats: Callable[[], Mapping[str, int]] | None = None,
+        stateful: Iterable[str] | None = None,
     ) -> None:
         self.checks = checks
+        # The checks whose task state folders are pruned when their tasks leave the policy.
+        self.stateful = set(stateful) if stateful is not None else {
+            c.id for c in checks.values() if has_continuous_work(c)}
         self.deliver = deliver
         self.state_root = state_root
         self.spool_stats = spool_stats
@@ -96,8 +100,7 @@ class Watchers:
         keep = [check_state_dir(self.state_root, c.id, t.task_id) for t, c, _, _ in wanted.values()]
         for path in keep:
             touch_state_dir(path)
-        ids = {c.id for c in self.checks.values() if has_continuous_work(c)}
-        for removed in prune_state_dirs(self.state_root, ids, keep):
+        for removed in prune_state_dirs(self.state_root, self.stateful, keep):
             log.info("removed the state of a task that left the policy: %s", removed)
 
     def stop_all(self) -> None:

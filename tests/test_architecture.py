@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from checks.registry import REGISTRY
+from checks.registry import REGISTRY as ENTRIES
 from proto.vigil.v1 import report_pb2
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +49,33 @@ def test_host_agent_loads_neither_scapy_nor_paramiko_nor_controller_libraries() 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     loaded = set(json.loads(out.stdout))
     assert loaded.isdisjoint({"scapy", "paramiko", "fastapi", "sqlalchemy", "uvicorn", "alembic", "controller"})
+
+
+REGISTRY = tuple(e.load() for e in ENTRIES)
+
+
+def test_registry_entries_match_the_classes_they_name() -> None:
+    from agent.watchers import has_continuous_work
+
+    for entry, cls in zip(ENTRIES, REGISTRY, strict=True):
+        assert (entry.id, entry.version) == (cls.id, cls.version), entry
+        assert entry.continuous == has_continuous_work(cls()), entry
+
+
+def test_the_agent_imports_a_check_only_when_a_task_needs_it() -> None:
+    code = (
+        "import sys, json, agent.main\n"
+        "from checks.registry import Checks\n"
+        "c = Checks(); before = sorted(m for m in sys.modules if m.startswith('checks.'))\n"
+        "c['ports']; after = sorted(m for m in sys.modules if m.startswith('checks.'))\n"
+        "print(json.dumps([before, after, c.capabilities]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    before, after, caps = json.loads(out.stdout)
+    lazy = ("checks.fim", "checks.ntp", "checks.eol", "checks.av", "checks.ports")
+    assert not any(m.startswith(lazy) for m in before)
+    assert "checks.ports" in after and not any(m.startswith("checks.fim") for m in after)
+    assert [tuple(c) for c in caps] == [(e.id, e.version) for e in ENTRIES]
 
 
 def test_registry_ids_unique_and_each_has_its_proto_message() -> None:
