@@ -14,8 +14,10 @@ is imported on first use, not here, and :mod:`checks.fim.watch` (watchdog) only 
 in real time: an agent without a ``fim`` task loads neither.
 
 Modules: ``args`` (params), ``model`` (results), ``globs`` (exclude/nodiff), ``hashing`` (records and
-the hashing workers), ``state`` (the SQLite baseline), ``events`` (classification, renames), ``diff``
-(text detection, diffs, copies), ``scan`` (the engine), ``watch`` (watchdog), ``check`` (the check).
+the work of the hashing processes), ``baseline`` (the walk shared out among them, and its
+coordinator process), ``state`` (the SQLite baseline), ``events`` (classification, renames), ``diff``
+(text detection, diffs, copies), ``packages`` (which dpkg package made a change), ``scan`` (the
+engine), ``watch`` (watchdog), ``check`` (the check).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Reading one path into a record: stat, sha256, and (when asked) the content for diffs.
 
-This module is what the hashing worker processes import, so it stays light (no protobuf, no SQLite).
+This module is what the hashing worker processes import, so it stays light (no protobuf, no SQLite):
+it also holds the work those processes do for a baseline (:func:`run_task`, :func:`worker_main`).
 
 A record is a ``bytes`` blob: a fixed 45-byte head ``(type, size, mode, uid, gid, mtime_ns, ctime_ns,
 inode)``, the 32-byte sha256 (zeros when not a regular file) and the symlink target. Comparing the
@@ -19,6 +20,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from checks.fim.globs import PathMatcher, relative
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
 
 T_FILE, T_DIR, T_LINK, T_OTHER = 1, 2, 3, 4
 TYPE_NAMES = {T_FILE: "file", T_DIR: "dir", T_LINK: "symlink", T_OTHER: "other"}
@@ -216,57 +223,162 @@ def _read(fd: int, size: int, content_max: int, limiter: RateLimiter | None) -> 
     return h.digest(), None, total
 
 
-# --- worker processes -----------------------------------------------------------------------------
+# --- recording a baseline: the work of the hashing processes ------------------------------------
 
-_worker_limiter: RateLimiter | None = None
+_SEP = os.fsencode(os.sep)
+# openat()/fstatat() relative to the listed directory: one path component to resolve per file instead
+# of the whole path (a third of the cost of opening a small file), and a directory swapped for a
+# symlink mid-walk cannot redirect the walk.
+_AT = os.open in os.supports_dir_fd and os.scandir in os.supports_fd
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+# A directory of more entries than this is shared out among the processes in chunks of _TASK_ENTRIES.
+SPLIT_ENTRIES = 512
+TASK_ENTRIES = 256
 
-# One unit of work: entries (name, "scandir says regular file") of directories; ``follow`` for a root.
-Task = list[tuple[bytes, list[tuple[bytes, bool]], bool]]
-# Per directory: (parent, [state rows (parent, name, record, copy)], [(name, error)], files hashed, bytes read).
-# Rows come ready for ``executemany``: building them here, in parallel, keeps the parent's share small.
+# One entry of a listed directory: (name, a regular file by d_type, a directory to descend into).
+Entry = tuple[bytes, bool, bool]
+# One unit of work: (root, directory, entries); entries None means "list the directory first".
+Task = tuple[bytes, bytes, list[Entry] | None]
+# A state row (parent, name, record, copy), ready for ``executemany``.
 Row = tuple[bytes, bytes, bytes, int]
-DirResult = tuple[bytes, list[Row], list[tuple[bytes, str]], int, int]
+# What a task gives back: (directory, rows, names of subdirectories to walk, notices, files hashed,
+# bytes read, further chunks of a big directory's entries for other processes). Plain tuples and
+# bytes: they cross a pipe 100,000 times for 100,000 files, so every object per file counts.
+TaskResult = tuple[bytes, list[Row], list[bytes], list[str], int, int, list[list[Entry]]]
 
 
-def worker_init(bytes_per_s: float, lower: bool) -> None:
-    """Initializer of a hashing process: its share of the throughput cap, and low CPU/IO priority."""
-    global _worker_limiter
-    _worker_limiter = RateLimiter(bytes_per_s) if bytes_per_s > 0 else None
-    if lower:
-        lower_priority(thread_only=False)
+def display_path(path: bytes) -> str:
+    return path.decode("utf-8", "backslashreplace")
 
 
-def hash_entries(task: Task) -> list[DirResult]:
-    """Record a task's entries in a worker process."""
-    return record_entries(task, _worker_limiter)
-
-
-def record_entries(task: Task, limiter: RateLimiter | None) -> list[DirResult]:
-    """Record a task's entries (in a worker process, or inline for small trees)."""
-    sep = os.fsencode(os.sep)
-    out: list[DirResult] = []
-    for parent, items, follow in task:
-        prefix = parent if parent.endswith(sep) else parent + sep
-        rows: list[Row] = []
-        errors: list[tuple[bytes, str]] = []
-        hashed = nread = 0
-        for name, regular in items:
+def _list(where: int | bytes, root: bytes, d: bytes, prefix: bytes, excl: PathMatcher | None) -> list[Entry]:
+    """The entries of a directory that are watched, by name; d_type says which are files and directories."""
+    out: list[Entry] = []
+    rel_base = relative(root, d) if excl is not None else b""
+    fsencode = os.fsencode
+    with os.scandir(where) as it:  # an fd or bytes
+        for e in it:
+            name = e.name
+            if not isinstance(name, bytes):
+                name = fsencode(name)
             try:
-                got = describe(prefix + name, limiter=limiter, follow=follow, regular_hint=regular and not follow)
+                is_file = e.is_file(follow_symlinks=False)
+                is_dir = not is_file and e.is_dir(follow_symlinks=False)
+            except OSError:
+                is_dir = is_file = False
+            if excl is not None:
+                rel = rel_base + b"/" + name if rel_base else name
+                if excl.matches(rel, prefix + name):
+                    continue
+                if is_dir and excl.prunes(rel, prefix + name):
+                    is_dir = False  # recorded, not walked
+            out.append((name, is_file, is_dir))
+    out.sort()
+    return out
+
+
+def run_task(task: Task, limiter: RateLimiter | None, excl: PathMatcher | None, *, split: bool = True) -> TaskResult:
+    """Record one task's entries (listing the directory first when the task says so).
+
+    The same code runs in a hashing process and, for small trees, inline. Small regular files take
+    the fast path below; anything else (symlinks, special files, big files, a file that changed type
+    or size since it was listed, an error to report) goes through :func:`describe`.
+    """
+    root, d, entries = task
+    prefix = d if d.endswith(_SEP) else d + _SEP
+    rows: list[Row] = []
+    subdirs: list[bytes] = []
+    notices: list[str] = []
+    chunks: list[list[Entry]] = []
+    hashed = nread = 0
+    dfd = -1
+    try:
+        if _AT:
+            # Below a root nothing is followed: a directory replaced by a symlink is not walked into.
+            dfd = os.open(d, _DIR_FLAGS | (0 if d == root else _NOFOLLOW))
+        if entries is None:
+            entries = _list(dfd if dfd >= 0 else d, root, d, prefix, excl)
+            if split and len(entries) > SPLIT_ENTRIES:
+                chunks = [entries[i:i + TASK_ENTRIES] for i in range(TASK_ENTRIES, len(entries), TASK_ENTRIES)]
+                entries = entries[:TASK_ENTRIES]
+    except (FileNotFoundError, NotADirectoryError):
+        entries = []  # gone since it was listed, or no longer a directory: its parent's row says so
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            notices.append(f"cannot list {display_path(d)}: {exc.strerror}; its contents are not watched")
+        entries = []
+    # The hot loop: ~100,000 iterations for 100,000 files, so names are bound locally and a small
+    # file costs openat, fstat, one read, close and one sha256 call.
+    flags = _BASE_FLAGS | _NOFOLLOW | _noatime[0]
+    open_, fstat, read, close, sha256, pack = os.open, os.fstat, os.read, os.close, hashlib.sha256, _pack
+    append = rows.append
+    try:
+        for name, is_file, is_dir in entries:
+            if is_file and dfd >= 0:
+                try:
+                    fd = open_(name, flags, dir_fd=dfd)
+                except (FileNotFoundError, NotADirectoryError):
+                    continue  # gone since it was listed
+                except OSError:
+                    fd = -1  # ELOOP (now a symlink), ENXIO (a socket), EPERM: describe() sorts it out
+                if fd >= 0:
+                    try:
+                        st = fstat(fd)
+                        size = st.st_size
+                        data = read(fd, size + 1) if size < CHUNK and (st.st_mode & _IFMT) == _IFREG else None
+                        if limiter is not None:
+                            limiter.acquire(size)
+                    finally:
+                        close(fd)
+                    # No second fstat: the record carries the times from *before* the read, so a write
+                    # that lands during it changes mtime/ctime and the next comparison re-hashes the file
+                    # (and the real-time watch, started before the baseline, sees the write anyway).
+                    if data is not None and len(data) == size:
+                        append((d, name, pack(T_FILE, size, st.st_mode, st.st_uid & _M32, st.st_gid & _M32,
+                                              st.st_mtime_ns, st.st_ctime_ns, st.st_ino & _M64)
+                                + sha256(data).digest(), COPY_PENDING))
+                        hashed += 1
+                        nread += size
+                        continue
+            try:
+                got = describe(prefix + name, limiter=limiter, regular_hint=is_file)
             except OSError as exc:
-                errors.append((name, exc.strerror or str(exc)))
+                notices.append(f"cannot read {display_path(prefix + name)}: {exc.strerror or exc}")
                 continue
             if got is None:
                 continue
             if got.blob[0] == T_FILE:
                 # Whether a copy is kept for diffs is settled by the background copy pass.
-                rows.append((parent, name, got.blob, COPY_PENDING))
+                append((d, name, got.blob, COPY_PENDING))
                 hashed += 1
                 nread += got.nread
             else:
-                rows.append((parent, name, got.blob, COPY_NONE))
-        out.append((parent, rows, errors, hashed, nread))
-    return out
+                append((d, name, got.blob, COPY_NONE))
+                if is_dir and got.blob[0] == T_DIR:
+                    subdirs.append(name)
+    finally:
+        if dfd >= 0:
+            close(dfd)
+    return d, rows, subdirs, notices, hashed, nread, chunks
+
+
+def worker_main(conn: Connection, bytes_per_s: float, lower: bool, exclude: tuple[str, ...]) -> None:
+    """A hashing process: tasks in, results out, until the pipe says None or closes."""
+    limiter = RateLimiter(bytes_per_s) if bytes_per_s > 0 else None
+    excl = PathMatcher(exclude) if exclude else None
+    if lower:
+        lower_priority(thread_only=False)
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        try:
+            conn.send([run_task(t, limiter, excl) for t in task])
+        except (BrokenPipeError, OSError):
+            return
 
 
 def lower_priority(*, thread_only: bool) -> None:

@@ -126,6 +126,9 @@ class FimEvent:
     diff_truncated: bool = False
     # "nodiff", "binary", "too large", "first seen" or "" (see fim.proto).
     diff_omitted: str = ""
+    # The package manager and package that made the change, e.g. "dpkg:nginx-common" (see
+    # checks.fim.packages); "" when no package manager accounts for it.
+    package: str = ""
 
     def to_proto(self) -> fim_pb2.FimEvent:
         msg = fim_pb2.FimEvent(
@@ -137,6 +140,7 @@ class FimEvent:
             diff_truncated=self.diff_truncated,
             diff_omitted=self.diff_omitted,
             detected_by=fim_pb2.FimEvent.Detector.ValueType(self.detected_by.value),
+            package=self.package,
         )
         if self.before is not None:
             msg.before.CopyFrom(self.before.to_proto())
@@ -159,6 +163,7 @@ class FimEvent:
             diff=msg.diff,
             diff_truncated=msg.diff_truncated,
             diff_omitted=msg.diff_omitted,
+            package=msg.package,
         )
 
 

@@ -22,18 +22,15 @@ content) and, for the pool, a window of tasks in flight.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import datetime as dt
 import json
 import os
-import stat
 import struct
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
@@ -49,29 +46,22 @@ from checks.fim.hashing import (
     T_DIR,
     T_FILE,
     Described,
-    DirResult,
     RateLimiter,
-    Task,
     describe,
-    hash_entries,
     head,
-    record_entries,
-    worker_init,
 )
 from checks.fim.model import Detector, FimEvent, Kind
+from checks.fim.packages import DpkgPackages
 from checks.fim.state import COPY_BINARY, COPY_KEPT, COPY_NONE, COPY_PENDING, Key, StateDB
 
 if TYPE_CHECKING:
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing.context import BaseContext
+    from checks.fim.baseline import Builder
 
 SEP = os.fsencode(os.sep)
 EVENTS_PER_RESULT = 500
 BYTES_PER_RESULT = 2 * 2**20
 _GROUP_ROWS = 2000
 _GROUP_BYTES = 16 * 2**20
-_BASELINE_ROWS = 5000
-_TASK_ENTRIES = 256
 _MAX_NOTICES = 20
 _SIZE = struct.Struct("<Q")
 
@@ -169,20 +159,6 @@ def _join(parent: bytes, name: bytes) -> bytes:
     return parent + name if parent.endswith(SEP) else parent + SEP + name
 
 
-def _mp_context(method: str | None) -> BaseContext:
-    import multiprocessing
-
-    if method is None:
-        # fork is cheapest, but unsafe in a process with other threads (the agent has several, and
-        # gRPC's). A fork server would stay behind for the agent's lifetime; spawn costs ~0.2 s per
-        # pool, once per big baseline, and leaves nothing running.
-        method = "fork" if sys.platform.startswith("linux") and threading.active_count() == 1 else "spawn"
-    ctx = multiprocessing.get_context(method)
-    if method == "forkserver":
-        ctx.set_forkserver_preload(["checks.fim.hashing"])
-    return ctx
-
-
 class FimEngine:
     """The baseline of one task's watched paths, in ``db_path``, and the scans that compare against it.
 
@@ -192,7 +168,8 @@ class FimEngine:
     ``processes`` is the size of the hashing pool for big baselines (default: the CPU count);
     ``pool_threshold`` the number of files hashed inline before the pool is started; ``mp_start``
     overrides the multiprocessing start method; ``lower_priority`` runs the pool at nice 10 and
-    best-effort I/O priority 7.
+    best-effort I/O priority 7; ``isolate`` coordinates a big baseline from a child process (default:
+    when the calling process has other threads, i.e. in the agent).
     """
 
     def __init__(
@@ -204,6 +181,7 @@ class FimEngine:
         pool_threshold: int = 2000,
         mp_start: str | None = None,
         lower_priority: bool = True,
+        isolate: bool | None = None,
     ) -> None:
         if not args.paths:
             raise FimStateError("fim: no paths to watch")
@@ -217,6 +195,9 @@ class FimEngine:
         self.pool_threshold = pool_threshold
         self.mp_start = mp_start
         self.lower_priority = lower_priority
+        self.isolate = isolate
+        # Which package manager made a change (dpkg hosts); tests and tools may replace it.
+        self.packages: DpkgPackages | None = DpkgPackages.for_host()
         # Platforms whose watcher reports "something changed in this directory" rather than which
         # file (FSEvents, Windows after a buffer overflow) get that directory listed again.
         self.shallow_dirs = not sys.platform.startswith("linux")
@@ -310,156 +291,82 @@ class FimEngine:
         """Record every watched path (uncapped when ``hash_rate_mb_s`` is 0). Reports no events.
 
         ``cancel`` stops it at the next directory; the baseline then stays incomplete and the next
-        start records it again from scratch.
+        start records it again from scratch. While it is written nothing is fsynced (a baseline cut
+        short is recorded again anyway); the finished one is checkpointed and synced before it is
+        marked complete.
         """
+        from checks.fim.baseline import Builder, PoolFailed, mp_context
+
         with self.scan_lock:
             self._check_cancel(cancel)
             stats = ScanStats(kind, baseline_created=True)
             self.db.set_meta("baseline", "0")
             self.db.clear()
-            rows: list[tuple[bytes, bytes, bytes, int]] = []
-            pool: ProcessPoolExecutor | None = None
-            inflight: collections.deque[tuple[Task, Future[list[DirResult]]]] = collections.deque()
-            inline = 0
-
-            def consume(results: list[DirResult]) -> None:
-                for parent, recs, errors, hashed, nread in results:
-                    stats.files_hashed += hashed
-                    stats.bytes_hashed += nread
-                    for name, err in errors:
-                        stats.notice(f"cannot read {display(_join(parent, name))}: {err}")
-                    rows.extend(recs)
-                if len(rows) >= _BASELINE_ROWS:
-                    write()
-
-            def write() -> None:
-                with self.db.tx():
-                    self.db.put_many(rows)
-                rows.clear()
-
+            complete = False
             self.db.bulk(True)
             try:
-                for task in self._baseline_tasks(stats, cancel):
-                    if pool is None and (inline < self.pool_threshold or self.processes <= 1):
-                        consume(record_entries(task, self.limiter))
-                        inline += sum(len(items) for _, items, _ in task)
-                        continue
-                    if pool is None:
-                        pool = self._pool(stats)
-                        if pool is None:
+                b = Builder(self.db, self.roots, self.args.exclude, self.args.max_files, self.limiter,
+                            lambda: self._check_cancel(cancel))
+                b.add_roots()
+                share = self.args.hash_rate_mb_s * 1e6 / self.processes if self.args.hash_rate_mb_s > 0 else 0.0
+                # Small trees are recorded here at once: starting processes costs more than it saves.
+                if not b.run_inline(self.pool_threshold if self.processes > 1 else None):
+                    b.write()
+                    if self._isolate():
+                        b = self._build_in_child(b, share, stats, cancel)
+                    else:
+                        try:
+                            b.run_pool(mp_context(self.mp_start), self.processes, share, self.lower_priority)
+                        except PoolFailed as exc:
+                            stats.notice(f"could not start hashing processes ({exc}); hashing in the agent process")
                             self.processes = 1
-                            consume(record_entries(task, self.limiter))
-                            continue
-                    try:
-                        inflight.append((task, pool.submit(hash_entries, task)))
-                    except Exception as exc:  # workers cannot start here (a sandbox, an unguarded __main__)
-                        stats.notice(f"hashing processes failed ({type(exc).__name__}); hashing in the agent process")
-                        pool.shutdown(wait=False, cancel_futures=True)
-                        pool, self.processes = None, 1
-                        while inflight:
-                            consume(self._result(*inflight.popleft()))
-                        consume(record_entries(task, self.limiter))
-                        continue
-                    while len(inflight) >= 2 * self.processes:
-                        consume(self._result(*inflight.popleft()))
-                while inflight:
-                    consume(self._result(*inflight.popleft()))
-                write()
+                            b.run_inline()
+                b.write()
+                p = b.p
+                stats.files_hashed, stats.bytes_hashed, stats.skipped_by_cap = p.files_hashed, p.bytes_hashed, p.skipped
+                for text in p.notices:
+                    stats.notice(text)
+                now = str(time.time())
+                self.db.end_bulk({"baseline_at": now, "last_verify_at": now, "baseline": "1"})
+                complete = True
             finally:
-                if pool is not None:
-                    pool.shutdown(wait=True, cancel_futures=True)
-                self.db.bulk(False)
+                if not complete:
+                    self.db.bulk(False)
             self.db.recount()
-            now = str(time.time())
-            self.db.set_meta("baseline_at", now)
-            self.db.set_meta("last_verify_at", now)
-            self.db.set_meta("baseline", "1")
             self._set_cap(stats, full=True)
             self.db.shrink()
             return stats.finish()
 
-    def _result(self, task: Task, fut: Future[list[DirResult]]) -> list[DirResult]:
+    def _isolate(self) -> bool:
+        if self.isolate is not None:
+            return self.isolate
+        # In the multi-threaded agent the build runs in a process of its own, so the long-lived agent
+        # never grows with the tree; a single-threaded caller (a benchmark, a tool) coordinates itself.
+        return threading.active_count() > 1
+
+    def _build_in_child(self, b: Builder, share: float, stats: ScanStats,
+                        cancel: threading.Event | None) -> Builder:
+        from checks.fim.baseline import Builder, ChildJob, PoolFailed, build_in_child, mp_context
+
+        job = ChildJob(str(self.db.path), self.roots, self.args.exclude, self.args.max_files, self.processes,
+                       share, self.lower_priority, b.p)
         try:
-            return fut.result()
-        except Exception:  # a worker died (OOM killer, BrokenProcessPool): do its share here
-            return record_entries(task, self.limiter)
-
-    def _pool(self, stats: ScanStats) -> ProcessPoolExecutor | None:
+            b.p = build_in_child(mp_context(self.mp_start or "spawn"), job, lambda: self._check_cancel(cancel))
+            return b
+        except Cancelled:
+            raise
+        except Exception as exc:
+            # Whatever the child wrote is not trusted: record everything again here.
+            stats.notice(f"the baseline process failed ({exc}); the baseline was recorded in the agent process")
+        self.db.clear()
+        b = Builder(self.db, self.roots, self.args.exclude, self.args.max_files, self.limiter,
+                    lambda: self._check_cancel(cancel))
+        b.add_roots()
         try:
-            from concurrent.futures import ProcessPoolExecutor
-
-            share = self.args.hash_rate_mb_s * 1e6 / self.processes if self.args.hash_rate_mb_s > 0 else 0.0
-            return ProcessPoolExecutor(
-                self.processes, mp_context=_mp_context(self.mp_start),
-                initializer=worker_init, initargs=(share, self.lower_priority),
-            )
-        except (OSError, ValueError, ImportError, NotImplementedError) as exc:
-            stats.notice(f"could not start hashing processes ({exc}); hashing in the agent process")
-            return None
-
-    def _baseline_tasks(self, stats: ScanStats, cancel: threading.Event | None) -> Iterator[Task]:
-        task: Task = []
-        size = 0
-        count = 0
-        cap = self.args.max_files
-        excl = self.exclude
-        for root in self.roots:
-            self._check_cancel(cancel)
-            parent, name = os.path.split(root)
-            try:
-                st = os.stat(root)
-            except (FileNotFoundError, NotADirectoryError):
-                stats.notice(f"watched path {display(root)} does not exist")
-                continue
-            except OSError as exc:
-                stats.notice(f"cannot read watched path {display(root)}: {exc.strerror}")
-                continue
-            count += 1
-            task.append((parent, [(name, False)], True))
-            size += 1
-            if not stat.S_ISDIR(st.st_mode):
-                continue
-            stack = [root]
-            while stack:
-                self._check_cancel(cancel)
-                d = stack.pop()
-                try:
-                    with os.scandir(d) as it:
-                        entries = sorted(it, key=attrgetter("name"))
-                except OSError as exc:
-                    stats.notice(f"cannot list {display(d)}: {exc.strerror}; its contents are not watched")
-                    continue
-                rel_base = relative(root, d)
-                items: list[tuple[bytes, bool]] = []
-                for e in entries:
-                    ename = e.name
-                    rel = rel_base + b"/" + ename if rel_base else ename
-                    if excl and excl.matches(rel, e.path):
-                        continue
-                    if count >= cap:
-                        stats.skipped_by_cap += 1
-                        continue
-                    count += 1
-                    try:
-                        is_dir = e.is_dir(follow_symlinks=False)
-                        is_file = not is_dir and e.is_file(follow_symlinks=False)
-                    except OSError:
-                        is_dir = is_file = False
-                    if is_dir and not (excl and excl.prunes(rel, e.path)):
-                        stack.append(e.path)
-                    items.append((ename, is_file))
-                    if size + len(items) >= _TASK_ENTRIES:
-                        task.append((d, items, False))
-                        yield task
-                        task, size, items = [], 0, []
-                if items:
-                    task.append((d, items, False))
-                    size += len(items)
-                if size >= _TASK_ENTRIES:
-                    yield task
-                    task, size = [], 0
-        if task:
-            yield task
+            b.run_pool(mp_context(self.mp_start), self.processes, share, self.lower_priority)
+        except PoolFailed:
+            b.run_inline()
+        return b
 
     # -- copies for diffs --------------------------------------------------------------------------
 
@@ -478,6 +385,9 @@ class FimEngine:
         if not rows:
             if cursor is not None:
                 self.db.set_meta("copy_cursor", "")
+                # The pass read every row once: give back the page cache and the heap it used, so the
+                # idle agent does not keep them.
+                self.db.shrink()
             return 0
         done: list[tuple[bytes, bytes, bytes, int, bytes | None]] = []
         for parent, name, blob in rows:
@@ -855,6 +765,8 @@ class FimEngine:
                 valid.append(s)
             pair_renames(valid)
             events = [s.event for s in valid if s.event is not None]
+            if events and self.packages is not None:
+                self.packages.annotate(events)
             if events and run.sink is not None:
                 for chunk in chunks(events):
                     run.sink(chunk)

@@ -165,8 +165,11 @@ def _write_burst(directory: Path, n: int) -> set[str]:
 def _accounted(emitted: Emitted, expected: set[str]) -> None:
     emitted.wait_for(f"every one of the {len(expected)} files",
                      lambda rs: expected <= {e.path for r in rs for e in r.events}, timeout=120)
-    seen = [e.path for e in emitted.events if e.path in expected]
-    assert len(seen) == len(set(seen)) == len(expected)  # every file once: nothing lost, nothing twice
+    created = [e.path for e in emitted.events if e.path in expected and e.kind is Kind.CREATED]
+    assert len(created) == len(set(created)) == len(expected)  # every file created once: none lost, none twice
+    # A file caught between the writer's open() and write() (a busy machine) is reported CREATED empty,
+    # then MODIFIED: two changes, not a duplicate.
+    assert {e.kind for e in emitted.events if e.path in expected} <= {Kind.CREATED, Kind.MODIFIED}
     assert all(len(r.events) <= 500 for r in emitted.results)
 
 

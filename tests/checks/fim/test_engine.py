@@ -266,14 +266,16 @@ def test_file_cap_is_reported_never_silent(tmp_path: Path, db: Path) -> None:
         assert len(sink.events) == 0  # the deleted files were the ones that were never watched
 
 
-@pytest.mark.parametrize("start", [None, "forkserver", "spawn"])
-def test_pool_baseline_equals_inline_baseline(tmp_path: Path, start: str | None) -> None:
+@pytest.mark.parametrize(("start", "isolate"), [(None, False), ("forkserver", False), ("spawn", False),
+                                               ("spawn", True)])
+def test_pool_baseline_equals_inline_baseline(tmp_path: Path, start: str | None, isolate: bool) -> None:
     root = tmp_path / "tree"
     for i in range(600):
         write(root / f"d{i % 7}" / f"s{i % 3}" / f"f{i}.bin", os.urandom(i % 300))
     os.symlink("d0", root / "link")
     inline = FimEngine(args(root), tmp_path / "a.db", processes=1)
-    pooled = FimEngine(args(root), tmp_path / "b.db", processes=2, pool_threshold=50, mp_start=start)
+    pooled = FimEngine(args(root), tmp_path / "b.db", processes=2, pool_threshold=50, mp_start=start,
+                       isolate=isolate)
     try:
         s1 = inline.build_baseline()
         s2 = pooled.build_baseline()
@@ -285,6 +287,29 @@ def test_pool_baseline_equals_inline_baseline(tmp_path: Path, start: str | None)
     finally:
         inline.close()
         pooled.close()
+
+
+@pytest.mark.parametrize("isolate", [False, True])
+def test_pool_baseline_shares_out_a_big_directory_and_keeps_the_cap(tmp_path: Path, isolate: bool) -> None:
+    root = tmp_path / "flat"
+    for i in range(1500):
+        write(root / f"f{i:04d}", str(i))
+    write(root / "sub" / "deep" / "x", "x")
+    pooled = FimEngine(args(root), tmp_path / "a.db", processes=2, pool_threshold=10, isolate=isolate)
+    capped = FimEngine(args(root, max_files=700), tmp_path / "b.db", processes=2, pool_threshold=10,
+                       isolate=isolate)
+    try:
+        stats = pooled.build_baseline()
+        assert stats.files_hashed == 1501 and pooled.files_watched == 1 + 1500 + 2 + 1
+        assert pooled.verify(Collector()).files_hashed == 0  # what the pool recorded is what a walk sees
+        stats = capped.build_baseline()
+        # Every listed entry is either watched or counted as not watched, whichever process listed it:
+        # root + 1500 files + "sub", plus "deep" and "x" when "sub" and "deep" made it under the cap.
+        assert capped.files_watched == 700 and capped.cap_reached
+        assert 1 + 1500 + 1 <= capped.files_watched + stats.skipped_by_cap <= 1 + 1500 + 3
+    finally:
+        pooled.close()
+        capped.close()
 
 
 def test_realtime_and_verification_never_report_a_change_twice(tmp_path: Path, db: Path) -> None:

@@ -17,7 +17,7 @@ from checks.fim.hashing import (
     RateLimiter,
     describe,
     head,
-    record_entries,
+    run_task,
 )
 from tests.checks.fim._helpers import write
 
@@ -68,14 +68,28 @@ def test_regular_hint_does_not_follow_a_symlink(tmp_path: Path) -> None:
     assert got is not None and got.blob[0] == T_LINK
 
 
-def test_record_entries_reports_errors_and_skips_vanished(tmp_path: Path) -> None:
+def test_run_task_records_a_directory_and_skips_vanished(tmp_path: Path) -> None:
     write(tmp_path / "a", "1")
-    [(parent, rows, errors, hashed, nread)] = record_entries(
-        [(os.fsencode(tmp_path), [(b"a", True), (b"vanished", True)], False)], None)
-    assert parent == os.fsencode(tmp_path)
-    [(row_parent, name, blob, copy)] = rows
-    assert (row_parent, name, blob[0], copy) == (parent, b"a", T_FILE, COPY_PENDING)
-    assert errors == [] and hashed == 1 and nread == 1
+    (tmp_path / "sub").mkdir()
+    os.symlink("a", tmp_path / "l")
+    root = os.fsencode(tmp_path)
+    d, rows, subdirs, notices, hashed, nread, chunks = run_task(
+        (root, root, [(b"a", True, False), (b"l", False, False), (b"sub", False, True), (b"vanished", True, False)]),
+        None, None)
+    assert d == root and subdirs == [b"sub"] and notices == [] and chunks == []
+    assert [(p, n, b[0], c) for p, n, b, c in rows] == [
+        (root, b"a", T_FILE, COPY_PENDING), (root, b"l", T_LINK, 0), (root, b"sub", T_DIR, 0)]
+    assert rows[0][2] == describe(os.fsencode(tmp_path / "a")).blob  # type: ignore[union-attr]
+    assert hashed == 1 and nread == 1
+
+
+def test_run_task_lists_and_shares_out_a_big_directory(tmp_path: Path) -> None:
+    for i in range(600):
+        write(tmp_path / f"f{i:04d}", str(i))
+    root = os.fsencode(tmp_path)
+    _, rows, _, _, hashed, _, chunks = run_task((root, root, None), None, None)
+    assert hashed == len(rows) == 256 and [len(c) for c in chunks] == [256, 88]
+    assert rows[0][1] == b"f0000" and chunks[0][0] == (b"f0256", True, False)
 
 
 class _Clock:
