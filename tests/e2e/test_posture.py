@@ -5,10 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.checks.av.test_live import build_daily
 from tests.e2e.harness import AgentProc, AgentStream, Controller, wait_for
@@ -24,16 +21,6 @@ rules:
     expect: {{signature_age_hours: {{max: 24}}}}
     refs: ["TPEx-CPA 3(8)4(2)"]
 """
-
-
-@pytest.fixture
-def controller(tmp_path: Path) -> Iterator[Controller]:
-    ctl = Controller(tmp_path / "controller")
-    ctl.start()
-    try:
-        yield ctl
-    finally:
-        ctl.stop()
 
 
 def av_tickets(ctl: Controller, asset: str) -> list[dict]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,13 +12,8 @@ from tests.e2e.harness import PASSWORD, AgentProc, AgentStream, Controller, cli,
 
 
 @pytest.fixture
-def ctl(tmp_path: Path) -> Iterator[Controller]:
-    c = Controller(tmp_path / "controller")
-    c.start()
-    try:
-        yield c
-    finally:
-        c.stop()
+def ctl(controller: Controller) -> Controller:
+    return controller
 
 
 def analyst(ctl: Controller, name: str) -> str:

@@ -36,16 +36,6 @@ def _playwright() -> Any:
 
 
 @pytest.fixture
-def controller(tmp_path: Path) -> Iterator[Controller]:
-    ctl = Controller(tmp_path / "controller")
-    ctl.start()
-    try:
-        yield ctl
-    finally:
-        ctl.stop()
-
-
-@pytest.fixture
 def browser() -> Iterator[Any]:
     sync_playwright = _playwright()
     with sync_playwright() as p:
