@@ -228,3 +228,34 @@ def test_a_burst_cut_by_kill_9_of_the_agent_is_fully_accounted_for_after_restart
     # Real time saw the first part, the startup rescan after the restart the rest: none is missing.
     wait_for(f"{n} change records", recorded, timeout=120, every=0.5)
     assert fim_tickets(ctl, agent_id) == []
+
+
+def test_file_cap_raises_a_ticket_and_a_full_scan_below_it_resolves_it(tmp_path: Path) -> None:
+    root = tmp_path / "www"
+    root.mkdir()
+    for i in range(30):
+        (root / f"page{i:02d}.html").write_text(f"<p>{i}</p>\n")
+    ctl = Controller(tmp_path / "controller")
+    ctl.start()
+    (tmp_path / "b.yaml").write_text(BASELINE.format(root=root, rehash_days=7).replace(
+        "coalesce_ms: 50", "coalesce_ms: 50\n      max_files: 20"))
+    ctl.vigil("baseline", "apply", str(tmp_path / "b.yaml"))
+    agent = AgentProc(tmp_path / "agent")
+    agent_id = agent.enroll(ctl)
+    agent.start()
+    try:
+        # Never silent: the cap is a finding of its own, with what was and was not watched.
+        (cap,) = wait_for("the file-cap ticket", lambda: [
+            t for t in fim_tickets(ctl, agent_id) if t["subject"] == "file-cap"], timeout=60)
+        assert cap["status"] == "open" and "cap of 20 reached" in cap["title"]
+        assert cap["evidence"]["file_cap"] == 20 and cap["evidence"]["files_watched"] >= 20
+        for i in range(15):
+            (root / f"page{i:02d}.html").unlink()
+        ctl.vigil("sweep", "run", "--checks", "fim")
+        resolved = wait_for("the file-cap ticket resolved by a full scan below the cap", lambda: [
+            t for t in fim_tickets(ctl, agent_id) if t["subject"] == "file-cap" and t["status"] == "resolved"],
+            timeout=60)
+        assert "below the file cap" in resolved[0]["resolution"]
+    finally:
+        agent.stop()
+        ctl.stop()
