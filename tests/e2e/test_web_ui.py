@@ -202,3 +202,52 @@ def _screenshots(page: Any, ctl: Controller, agent_id: str, ticket_id: int) -> N
     signed_out.goto(ctl.url + "/login")
     signed_out.screenshot(path=str(SHOTS / "login.png"))
     signed_out.context.close()
+
+
+def test_a_ticket_can_be_worked_with_the_keyboard_alone(controller: Controller, browser: Any, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    ctl = controller
+    _user(ctl, "kim", "analyst")
+    agent = AgentProc(tmp_path / "agent")
+    agent.enroll(ctl)
+    with AgentStream.of(ctl.address, agent.data_dir) as stream:
+        stream.hello()
+        stream.next("policy")
+        stream.send(ports_report(1, port=2323))
+        stream.next("ack")
+    page = _page(browser)
+    page.goto(ctl.url + "/login")
+    # No clicks from here on: Tab moves focus, typing fills the focused field, Enter activates.
+    page.keyboard.press("Tab")
+    for _ in range(10):
+        if page.evaluate("document.activeElement && document.activeElement.name") == "username":
+            break
+        page.keyboard.press("Tab")
+    page.keyboard.type("kim")
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+
+    def tab_to(predicate: str, limit: int = 80) -> None:
+        for _ in range(limit):
+            page.keyboard.press("Tab")
+            if page.evaluate(f"(() => {{ const e = document.activeElement; return !!e && ({predicate}); }})()"):
+                return
+        raise AssertionError(f"Tab never reached an element where {predicate}")
+
+    # The first Tab stop is the skip link, so keyboard users need not walk the navigation on every page.
+    page.keyboard.press("Tab")
+    assert "skip" in (page.evaluate("document.activeElement.textContent") or "").lower()
+    tab_to("e.tagName === 'A' && e.textContent.trim() === 'Tickets'")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Tickets", exact=True)).to_be_visible()
+    tab_to("e.tagName === 'A' && e.textContent.includes(':2323')")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", level=1)).to_contain_text(":2323")
+    tab_to("e.tagName === 'BUTTON' && e.textContent.trim() === 'Acknowledge'")
+    # Where the focus is can be seen.
+    assert page.evaluate("getComputedStyle(document.activeElement).outlineStyle") == "solid"
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("status")).to_contain_text("is now acknowledged")
