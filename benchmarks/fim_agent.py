@@ -6,7 +6,8 @@
    REST API (polled every 5 ms). Reference: the target (SPEC: p99 <= 500 ms).
 2. Footprint: the agent watches a tree of FILES files; once its baseline is recorded it is left idle
    and its RSS and CPU are sampled. Reference, measured in the same run: the import floor of what a
-   host agent loads (psutil + watchdog + grpc + protobuf in a bare interpreter).
+   host agent loads (psutil + watchdog + grpc + protobuf in a bare interpreter), and, to show what
+   gRPC itself costs once connected, that floor holding one live mutual-TLS stream to the controller.
 
     python benchmarks/fim_agent.py [--writes 200] [--files 100000] [--idle-seconds 30] [--skip-latency]
 """
@@ -103,6 +104,34 @@ def import_floor() -> float:
     return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout) / 2**20
 
 
+# The same floor plus one live mutual-TLS AgentChannel stream, as any gRPC agent needs one: a Hello sent
+# and the controller's Policy received, then idle. No agent code is imported.
+_STREAM_FLOOR = r"""
+import os, queue, sys, time
+import psutil, watchdog.observers, grpc, google.protobuf
+from proto.vigil.v1 import agent_service_pb2 as pb, agent_service_pb2_grpc as pbg
+d = sys.argv[1]
+read = lambda name: open(os.path.join(d, name), "rb").read()
+creds = grpc.ssl_channel_credentials(read("ca.pem"), read("agent.key"), read("agent.pem"))
+channel = grpc.secure_channel(sys.argv[2], creds, [("grpc.ssl_target_name_override", "vigil-controller")])
+out = queue.Queue()
+out.put(pb.AgentMessage(hello=pb.Hello(agent_version="0", hostname="floor", os="linux")))
+replies = pbg.AgentChannelStub(channel).Connect(iter(out.get, None))
+while next(replies).WhichOneof("msg") != "policy":
+    pass
+time.sleep(3)
+print(psutil.Process(os.getpid()).memory_info().rss, flush=True)
+out.put(None)
+"""
+
+
+def stream_floor(ctl: Controller, agent_dir: Path) -> float:
+    """RSS of the import floor holding one live stream to ``ctl`` with the (stopped) agent's identity."""
+    out = subprocess.run([sys.executable, "-c", _STREAM_FLOOR, str(agent_dir), ctl.address], capture_output=True,
+                         text=True, check=True, cwd=Path(__file__).resolve().parents[1], timeout=60)
+    return int(out.stdout.split()[0]) / 2**20
+
+
 def smaps(pid: int) -> dict[str, float]:
     """Resident MB of the agent by kind of mapping: the heap and anonymous memory (malloc arenas,
     thread stacks), and files (the interpreter, extension modules)."""
@@ -120,7 +149,7 @@ def smaps(pid: int) -> dict[str, float]:
     return out
 
 
-def footprint(files: int, seconds: float) -> tuple[float, float, float]:
+def footprint(files: int, seconds: float) -> tuple[float, float, float, float]:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         root = tmp / "tree"
@@ -150,7 +179,8 @@ def footprint(files: int, seconds: float) -> tuple[float, float, float]:
             print("agent RSS by mapping, MB: " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(smaps(proc.pid).items())),
                   file=sys.stderr)
             cpu = ((c1.user + c1.system) - (c0.user + c0.system)) / (time.monotonic() - t0) * 100
-            return statistics.median(rss), max(rss), cpu
+            agent.stop()
+            return statistics.median(rss), max(rss), cpu, stream_floor(ctl, agent.data_dir)
         finally:
             agent.stop()
             ctl.stop()
@@ -170,8 +200,9 @@ def main() -> None:
         print(f"{'write -> ticket in API, p50 ms (' + str(args.writes) + ' writes)':<52}{p50:>10.0f}{p50 / 500:>8.2f}")
         print(f"{'write -> ticket in API, p99 ms (target 500)':<52}{p99:>10.0f}{p99 / 500:>8.2f}")
     floor = import_floor()
-    rss_med, rss_max, cpu = footprint(args.files, args.idle_seconds)
+    rss_med, rss_max, cpu, live = footprint(args.files, args.idle_seconds)
     print(f"{'import floor psutil+watchdog+grpc+protobuf, MB':<52}{floor:>10.1f}{1:>8.2f}")
+    print(f"{'  the same + one live mTLS stream, no agent code, MB':<52}{live:>10.1f}{live / floor:>8.2f}")
     print(f"{'agent idle RSS watching ' + format(args.files, ',') + ' files, MB':<52}{rss_med:>10.1f}"
           f"{rss_med / floor:>8.2f}")
     print(f"{'agent idle RSS max, MB':<52}{rss_max:>10.1f}{rss_max / floor:>8.2f}")
