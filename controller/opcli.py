@@ -176,6 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--status", default=None, help="requested, approved, rejected, cancelled (comma-separated)")
     leaf(ch, "show", "one change with its change records").add_argument("id")
 
+    nt = verb("notifications", "the notification outbox (docs/notifications.md)")
+    leaf(nt, "targets", "each target with what waits for it and its last attempt")
+    nl = leaf(nt, "list", "deliveries, newest first")
+    nl.add_argument("--status", default=None, help="pending, delivered or skipped")
+    nl.add_argument("--target", default=None)
+    nl.add_argument("--stuck", action="store_true", help="only deliveries pending longer than retry.stuck_after")
+    leaf(nt, "test", "try a target's connection and credentials (admin)").add_argument("target")
+
     au = verb("audit", "the audit log")
     leaf(au, "verify", "verify the audit hash chain")
     eol.add_cli(sub)
@@ -267,6 +275,8 @@ def main_args(args: argparse.Namespace) -> int:
             human = _table(out, ["name", "version", "applied_at", "applied_by"])
     elif args.noun == "change":
         out, human = _change(c, args)
+    elif args.noun == "notifications":
+        out, human = _notifications(c, args)
     elif args.noun == "sweep":
         checks = [x for x in args.checks.split(",") if x]
         out = c.call("POST", "/sweeps", {"checks": checks})
@@ -309,6 +319,26 @@ def _ticket(c: Client, args: argparse.Namespace) -> tuple[Any, str]:
     if out.get("exception"):
         human += f"; exception {out['exception']['id']} until {out['exception']['expires_at']}"
     return out, human
+
+
+def _notifications(c: Client, args: argparse.Namespace) -> tuple[Any, str]:
+    if args.verb == "targets":
+        out = c.call("GET", "/notifications/targets")
+        rows = [{**t, "last_attempt": "" if not t["last_attempt"] else
+                 f"{t['last_attempt']['at']} {'ok' if t['last_attempt']['ok'] else t['last_attempt']['detail'][:60]}"}
+                for t in out]
+        return out, _table(rows, ["name", "type", "enabled", "pending", "stuck", "oldest_pending", "last_attempt"])
+    if args.verb == "list":
+        q = {k: v for k, v in (("status", args.status), ("target", args.target)) if v}
+        if args.stuck:
+            q["stuck"] = "true"
+        out = c.call("GET", "/notifications/deliveries" + ("?" + urllib.parse.urlencode(q) if q else ""))
+        return out, _table(out, ["outbox_id", "target", "status", "attempts", "kind", "ticket_id", "created_at",
+                                 "last_error"])
+    out = c.call("POST", "/notifications/test", {"target": args.target})
+    if not out["ok"]:
+        raise VigilError(f"target {out['target']} ({out['type']}) failed: {out['detail']}")
+    return out, f"target {out['target']} ({out['type']}) answers: {out['detail']}"
 
 
 def _change(c: Client, args: argparse.Namespace) -> tuple[Any, str]:

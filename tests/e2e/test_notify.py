@@ -85,6 +85,11 @@ def test_webhook_down_for_a_minute_loses_nothing(down_hook: tuple[Controller, in
     failing = wait_for("failed attempts while the target is down", lambda: [
         d for d in ctl.api("GET", "/notifications/deliveries?target=soc-hook") if d["attempts"] >= 1])
     assert all(d["status"] == "pending" and d["last_error"] for d in failing)
+    # What an operator sees meanwhile.
+    (target,) = json.loads(ctl.vigil("--json", "notifications", "targets").stdout)
+    assert target["name"] == "soc-hook" and target["pending"] >= 3 and target["last_attempt"]["ok"] is False
+    down = ctl.vigil("notifications", "test", "soc-hook", check=False)
+    assert down.returncode == 1 and "soc-hook (webhook) failed" in down.stderr
 
     time.sleep(max(0.0, DOWN_FOR_S - (time.monotonic() - went_down)))  # the outage itself is what is tested
     receiver = _Receiver(("127.0.0.1", port), _Hook)
@@ -108,6 +113,8 @@ def test_webhook_down_for_a_minute_loses_nothing(down_hook: tuple[Controller, in
     for t in tickets:
         kinds = [r["doc"]["event"]["kind"] for r in got if r["doc"]["ticket"]["id"] == t["id"]]
         assert kinds == ["opened", "transition", "comment"], f"ticket {t['id']} events in order"
+    (target,) = json.loads(ctl.vigil("--json", "notifications", "targets").stdout)
+    assert target["pending"] == 0 and target["last_attempt"]["ok"] is True
     final = ctl.api("GET", "/notifications/deliveries?target=soc-hook&limit=1000")
     assert len(final) == 9 and all(d["status"] == "delivered" for d in final)
     assert max(d["attempts"] for d in final) >= 3, "the opening messages were retried through the outage"
