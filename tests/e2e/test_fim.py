@@ -168,31 +168,37 @@ def test_changes_made_while_the_agent_was_stopped_are_reported_on_restart(site) 
     assert len(fim_tickets(ctl, agent_id)) == 4
 
 
-def test_ten_thousand_writes_in_a_burst_are_all_accounted_for(site) -> None:
-    """A deployment writes 10,000 files at once inside an approved change: every one is recorded."""
-    ctl, _agent, agent_id, root = site
+def approved_change(ctl: Controller, agent_id: str, paths: str) -> str:
+    """A change window over ``paths`` requested by an analyst and approved by the admin; its id."""
     now = dt.datetime.now(dt.UTC)
     cli("vigil-controller", "user", "create", "--data-dir", str(ctl.data_dir), "--username", "dev-bob",
         "--role", "analyst", "--password-stdin", input=PASSWORD + "\n")
     change_id = cli("vigil", "--url", ctl.url, "--api-key", ctl.api_key("dev-bob"), "change", "create",
-                    "--assets", agent_id, "--paths", f"{root}/assets",
+                    "--assets", agent_id, "--paths", paths,
                     "--start", (now - dt.timedelta(minutes=1)).isoformat(),
                     "--end", (now + dt.timedelta(hours=1)).isoformat(), "--reason", "asset bundle").stdout.strip()
     ctl.vigil("change", "approve", change_id)
+    return change_id
+
+
+def recorded(ctl: Controller, change_id: str, expected: set[str]) -> set[str] | None:
+    """The change records of ``change_id`` once they include every path in ``expected``."""
+    with read_only_db(ctl.data_dir / "controller.db") as db:
+        paths = {p for (p,) in db.execute("SELECT path FROM change_records WHERE change_id=?", (change_id,))}
+    return paths if expected <= paths else None
+
+
+def test_ten_thousand_writes_in_a_burst_are_all_accounted_for(site) -> None:
+    """A deployment writes 10,000 files at once inside an approved change: every one is recorded."""
+    ctl, _agent, agent_id, root = site
+    change_id = approved_change(ctl, agent_id, f"{root}/assets")
     burst = root / "assets"
     burst.mkdir()
     for i in range(10_000):
         (burst / f"chunk-{i:05d}.js").write_text(f"export const n = {i};\n")
     expected = {str(burst / f"chunk-{i:05d}.js") for i in range(10_000)}
 
-    def recorded() -> set[str] | None:
-        if ctl.api("GET", f"/changes/{change_id}")["record_count"] < len(expected):
-            return None
-        with read_only_db(ctl.data_dir / "controller.db") as db:
-            paths = {p for (p,) in db.execute("SELECT path FROM change_records WHERE change_id=?", (change_id,))}
-        return paths if expected <= paths else None
-
-    paths = wait_for("10,000 change records", recorded, timeout=120, every=0.5)
+    paths = wait_for("10,000 change records", lambda: recorded(ctl, change_id, expected), timeout=120, every=0.5)
     assert str(burst) in paths  # the directory itself, created by the deployment
     assert fim_tickets(ctl, agent_id) == []
 
@@ -200,14 +206,7 @@ def test_ten_thousand_writes_in_a_burst_are_all_accounted_for(site) -> None:
 def test_a_burst_cut_by_kill_9_of_the_agent_is_fully_accounted_for_after_restart(site) -> None:
     """The agent dies (kill -9) in the middle of a deployment: after a restart every file is recorded."""
     ctl, agent, agent_id, root = site
-    now = dt.datetime.now(dt.UTC)
-    cli("vigil-controller", "user", "create", "--data-dir", str(ctl.data_dir), "--username", "dev-bob",
-        "--role", "analyst", "--password-stdin", input=PASSWORD + "\n")
-    change_id = cli("vigil", "--url", ctl.url, "--api-key", ctl.api_key("dev-bob"), "change", "create",
-                    "--assets", agent_id, "--paths", f"{root}/assets",
-                    "--start", (now - dt.timedelta(minutes=1)).isoformat(),
-                    "--end", (now + dt.timedelta(hours=1)).isoformat(), "--reason", "asset bundle").stdout.strip()
-    ctl.vigil("change", "approve", change_id)
+    change_id = approved_change(ctl, agent_id, f"{root}/assets")
     burst = root / "assets"
     burst.mkdir()
     n = 3000
@@ -220,13 +219,8 @@ def test_a_burst_cut_by_kill_9_of_the_agent_is_fully_accounted_for_after_restart
     agent.start()
     expected = {str(burst / f"chunk-{i:05d}.js") for i in range(n)}
 
-    def recorded() -> set[str] | None:
-        with read_only_db(ctl.data_dir / "controller.db") as db:
-            paths = {p for (p,) in db.execute("SELECT path FROM change_records WHERE change_id=?", (change_id,))}
-        return paths if expected <= paths else None
-
     # Real time saw the first part, the startup rescan after the restart the rest: none is missing.
-    wait_for(f"{n} change records", recorded, timeout=120, every=0.5)
+    wait_for(f"{n} change records", lambda: recorded(ctl, change_id, expected), timeout=120, every=0.5)
     assert fim_tickets(ctl, agent_id) == []
 
 
