@@ -3,9 +3,13 @@
 An event gets ``package = "dpkg:<name>"`` only when both hold:
 
 * dpkg owns the path: it is listed in ``/var/lib/dpkg/info/<name>.list`` (or ``<name>:<arch>.list``);
-* dpkg worked on that package when the change happened: ``/var/log/dpkg.log`` has a line for it
-  within 5 minutes of the change, or a dpkg process (run by root) is running and has logged the
-  package since it started (looked for only when the log was written in the last 6 hours).
+* dpkg worked on that package when the change happened: the change falls inside one of the
+  package's runs in ``/var/log/dpkg.log`` — from its first line (``upgrade``, ``install``, …) to its
+  last (``status installed``), lines less than :data:`RUN_GAP_S` apart making one run — widened by
+  :data:`BEFORE_S` before (the log has whole seconds) and :data:`AFTER_S` after (the time a real-time
+  event takes to be stamped); or a dpkg process (run by root) is running and has logged the package
+  since it started (looked for only when the log was written in the last 6 hours). A hand edit of a
+  packaged file a minute after an upgrade is therefore not the package manager's.
 
 Owning the file alone is not enough: an attacker replacing ``/usr/sbin/nginx`` changes a file dpkg
 owns, and the controller treats any event with ``package`` as a package-manager change where a rule
@@ -30,7 +34,13 @@ from pathlib import Path
 
 from checks.fim.model import Detector, FimEvent
 
+# How far back the log is read for a batch of events.
 WINDOW_S = 300.0
+# A package's lines closer than this belong to one dpkg run; a change inside a run, widened by BEFORE_S
+# and AFTER_S, is that run's.
+RUN_GAP_S = 120.0
+BEFORE_S = 2.0
+AFTER_S = 5.0
 # A dpkg run that wrote no log line for this long is not looked for among the processes (that look
 # costs milliseconds; the log's mtime costs one stat).
 _RUNNING_HORIZON_S = 6 * 3600.0
@@ -170,9 +180,10 @@ class DpkgPackages:
         if not active:
             return
         lists: dict[str, frozenset[bytes] | None] = {}
+        runs = {name: _runs(times) for name, times in active.items()}
         for ev, when in todo:
             candidates = [name for name, times in active.items()
-                          if any(abs(when - t) <= self.window_s for t in times)
+                          if any(lo - BEFORE_S <= when <= hi + AFTER_S for lo, hi in runs[name])
                           or (running_since is not None and max(times) >= running_since)]
             if not candidates:
                 continue
@@ -211,6 +222,17 @@ class DpkgPackages:
             seen = True
             found.update(_lookup_form(line) for line in data.splitlines() if line.startswith(b"/"))
         return frozenset(found) if seen else None
+
+
+def _runs(times: list[float]) -> list[tuple[float, float]]:
+    """A package's log times grouped into runs: (first, last) of lines less than RUN_GAP_S apart."""
+    out: list[tuple[float, float]] = []
+    for t in sorted(times):
+        if out and t - out[-1][1] < RUN_GAP_S:
+            out[-1] = (out[-1][0], t)
+        else:
+            out.append((t, t))
+    return out
 
 
 def _dpkg_running_since() -> float | None:

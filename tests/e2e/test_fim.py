@@ -5,12 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from checks.fim.packages import AFTER_S
 from tests.e2e.harness import PASSWORD, AgentProc, Controller, cli, read_only_db, wait_for
 
 BASELINE = """baseline: tw-securities-linux
@@ -253,3 +256,77 @@ def test_file_cap_raises_a_ticket_and_a_full_scan_below_it_resolves_it(tmp_path:
     finally:
         agent.stop()
         ctl.stop()
+
+
+PACKAGE_BASELINE = """baseline: tw-securities-linux
+version: 10
+rules:
+  - id: PROGRAM-INTEGRITY
+    check: fim
+    severity: high
+    interval: 10s
+    params: {{paths: ["{root}"], coalesce_ms: 50}}
+    expect: {{unexpected_changes: 0, package_changes_expected: true}}
+    refs: ["TPEx-CPA 3(8)4(3)"]
+"""
+
+
+def _deb(tmp: Path, name: str, version: str, target: Path, content: str) -> Path:
+    """A real Debian package installing one file at ``target``, built with dpkg-deb."""
+    pkg = tmp / f"{name}-{version}"
+    (pkg / "DEBIAN").mkdir(parents=True)
+    (pkg / "DEBIAN" / "control").write_text(
+        f"Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: Vigil tests <tests@vigil.invalid>\n"
+        "Description: file integrity e2e test package\n")
+    dest = pkg / target.relative_to("/")
+    dest.parent.mkdir(parents=True)
+    dest.write_text(content)
+    out = tmp / f"{name}_{version}_all.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(pkg), str(out)], check=True,
+                   capture_output=True)
+    return out
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("dpkg") is None,
+                    reason="installs a real .deb with dpkg: needs root on a Debian-family host")
+def test_a_dpkg_upgrade_is_an_expected_change_but_a_hand_edit_of_the_same_file_is_not(tmp_path: Path) -> None:
+    name = f"vigil-e2e-{os.getpid()}"
+    root = Path(f"/opt/{name}")
+    target = root / "bin" / "tool"
+    ctl = Controller(tmp_path / "controller")
+    ctl.start()
+    agent = AgentProc(tmp_path / "agent")
+    try:
+        subprocess.run(["dpkg", "-i", str(_deb(tmp_path, name, "1.0", target, "v1\n"))], check=True,
+                       capture_output=True)
+        (tmp_path / "b.yaml").write_text(PACKAGE_BASELINE.format(root=root))
+        ctl.vigil("baseline", "apply", str(tmp_path / "b.yaml"))
+        agent_id = agent.enroll(ctl)
+        agent.start()
+        wait_for("the fim baseline", lambda: _results(ctl, agent_id), timeout=60)
+
+        # The package manager upgrades the program: recorded as a change by dpkg, no ticket.
+        subprocess.run(["dpkg", "-i", str(_deb(tmp_path, name, "1.1", target, "v2\n"))], check=True,
+                       capture_output=True)
+        upgraded = time.monotonic()
+
+        def by_dpkg() -> list[tuple[str, str]]:
+            with read_only_db(ctl.data_dir / "controller.db") as db:
+                return list(db.execute("SELECT path, expected_source FROM change_records WHERE asset=? AND path=?",
+                                       (agent_id, str(target))))
+
+        (_path, source), *_ = wait_for("the upgrade's change record", by_dpkg, timeout=60)
+        assert source == f"package manager (dpkg:{name})"
+        assert fim_tickets(ctl, agent_id) == []
+
+        # Someone edits the same dpkg-owned file by hand once dpkg's run is over (what is tested here is a
+        # time having passed, so it is waited for): unexpected, a ticket at once.
+        time.sleep(max(0.0, upgraded + AFTER_S + 2 - time.monotonic()))
+        target.write_text("v2 with a backdoor\n")
+        (ticket,) = wait_for("a ticket for the hand edit", lambda: fim_tickets(ctl, agent_id), timeout=60)
+        assert ticket["subject"] == str(target)
+    finally:
+        agent.stop()
+        ctl.stop()
+        subprocess.run(["dpkg", "--purge", name], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)

@@ -76,10 +76,23 @@ def test_a_file_dpkg_owns_and_just_upgraded_names_the_package(dpkg: tuple[Path, 
                    f"{_stamp(now - 59)} status installed nginx:amd64 1.22.1-9\n"
                    f"{_stamp(now - 58)} status installed libc6:amd64 2.36-9\n")
     res = DpkgPackages(log=log, info=info, running_since=lambda: None)
-    owned, other, libc = (_event(Path("/usr/sbin/nginx"), now), _event(Path("/var/www/html/index.php"), now),
-                          _event(Path("/usr/lib/libc.so.6.dpkg-new"), now, Kind.CREATED))
+    owned, other, libc = (_event(Path("/usr/sbin/nginx"), now - 59.5),
+                          _event(Path("/var/www/html/index.php"), now - 59.5),
+                          _event(Path("/usr/lib/libc.so.6.dpkg-new"), now - 57, Kind.CREATED))
     res.annotate([owned, other, libc])
     assert (owned.package, other.package, libc.package) == ("dpkg:nginx", "", "dpkg:libc6")
+
+
+def test_a_hand_edit_of_a_packaged_file_after_the_upgrade_is_not_the_package_manager(dpkg: tuple[Path, Path]
+                                                                                     ) -> None:
+    log, info = dpkg
+    now = time.time()
+    log.write_text(f"{_stamp(now - 60)} upgrade nginx:amd64 1.22.1-8 1.22.1-9\n"
+                   f"{_stamp(now - 59)} status installed nginx:amd64 1.22.1-9\n")
+    res = DpkgPackages(log=log, info=info, running_since=lambda: None)
+    during, right_after, a_minute_later = (_event(Path("/usr/sbin/nginx"), t) for t in (now - 60, now - 56, now))
+    res.annotate([during, right_after, a_minute_later])
+    assert (during.package, right_after.package, a_minute_later.package) == ("dpkg:nginx", "dpkg:nginx", "")
 
 
 def test_an_owned_file_changed_without_dpkg_at_work_names_no_package(dpkg: tuple[Path, Path]) -> None:
@@ -102,7 +115,7 @@ def test_a_scan_judges_by_the_files_ctime(dpkg: tuple[Path, Path]) -> None:
     log.write_text(f"{_stamp(now - 7200)} status installed nginx:amd64 1.22.1-9\n")
     res = DpkgPackages(log=log, info=info, running_since=lambda: None)
     found_now = _event(Path("/usr/sbin/nginx"), now, detector=Detector.STARTUP)
-    changed_then = _event(Path("/usr/sbin/nginx"), now - 7190, detector=Detector.STARTUP)
+    changed_then = _event(Path("/usr/sbin/nginx"), now - 7199, detector=Detector.STARTUP)
     found_now.detected_at = changed_then.detected_at = dt.datetime.fromtimestamp(now, dt.UTC)
     res.annotate([found_now, changed_then])
     assert (found_now.package, changed_then.package) == ("", "dpkg:nginx")
