@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from controller.db.models import AuditEntry
@@ -50,9 +50,12 @@ def record(
 ) -> AuditEntry:
     """Append one entry in the caller's transaction.
 
-    The new row's primary key is last seq + 1, so two writers racing for the same place collide on the
-    key and one transaction fails rather than forking the chain.
+    The new row's primary key is last seq + 1, so two writers racing for the same place would collide on
+    the key and one transaction would fail rather than fork the chain. To keep them from racing at all,
+    the transaction first takes the database's write lock (SQLite) or the audit log's advisory lock
+    (PostgreSQL), held until it commits, and only then reads the last entry.
     """
+    _lock_the_log(session)
     last = session.execute(select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(1)).scalar_one_or_none()
     prev = last.hash if last else GENESIS
     when = at or dt.datetime.now(dt.UTC)
@@ -71,6 +74,21 @@ def record(
     session.add(entry)
     session.flush()
     return entry
+
+
+# Any constant shared by every writer of this database: the key of the audit log's advisory lock.
+_PG_LOCK_KEY = 0x76696731  # "vig1"
+
+
+def _lock_the_log(session: Session) -> None:
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        # A write statement takes SQLite's one write lock (waiting for busy_timeout) even when it changes
+        # no row; the Python driver has not begun the transaction before the first such statement, so a
+        # plain SELECT of the last entry could be overtaken by another writer's commit.
+        session.execute(text("UPDATE audit_log SET seq = seq WHERE 0"))
+    elif dialect == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
 
 
 @dataclass

@@ -209,3 +209,46 @@ def test_audit_verify_command_exit_codes(tmp_path: Path) -> None:
     as_json = audit_verify(data_dir, "--json")
     assert as_json.returncode == 1
     assert '"first_bad_seq": 2' in as_json.stdout
+
+
+def test_two_writers_appending_at_once_both_land_in_order(sessions: sessionmaker[Session]) -> None:
+    """A second writer waits for the first one's commit instead of colliding on the next seq."""
+    import threading
+
+    first_in = threading.Event()
+    release = threading.Event()
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            with sessions.begin() as s:
+                audit.record(s, "ingest", "ticket.open", "ticket", "1")
+                first_in.set()
+                release.wait(10)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    t = threading.Thread(target=first)
+    t.start()
+    assert first_in.wait(10)
+    second_done = threading.Event()
+
+    def second() -> None:
+        try:
+            with sessions.begin() as s:
+                audit.record(s, "alice", "sweep.run", "sweep", "s1")
+            second_done.set()
+        except BaseException as exc:
+            errors.append(exc)
+
+    t2 = threading.Thread(target=second)
+    t2.start()
+    # The second writer cannot finish while the first holds the log; it is not refused either.
+    assert not second_done.wait(0.5)
+    release.set()
+    t.join(10)
+    t2.join(40)
+    assert errors == [] and second_done.is_set()
+    with sessions() as s:
+        assert [(e.seq, e.actor) for e in audit.iter_entries(s)] == [(1, "ingest"), (2, "alice")]
+        assert audit.verify(s).ok
