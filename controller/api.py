@@ -215,7 +215,7 @@ def create_app(ctl: Controller, channel: AgentChannelService | None = None) -> F
     @r.get("/exceptions")
     def list_exceptions(s: Db, _: Viewer, state: str | None = None) -> list[dict[str, Any]]:
         with http_errors():
-            return [exceptions.exception_json(e, s) for e in exceptions.list_exceptions(s, state)]
+            return exceptions.list_json(s, exceptions.list_exceptions(s, state))
 
     @r.post("/exceptions", status_code=201)
     def create_exception(user: Analyst, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:

@@ -39,12 +39,14 @@ from controller.serialize import rfc3339
 __all__ = [
     "MAX_DURATION",
     "active",
+    "covered_counts",
     "covering",
     "create",
     "exception_json",
     "get",
     "is_active",
     "list_exceptions",
+    "list_json",
     "release",
     "revoke",
 ]
@@ -203,17 +205,32 @@ def state_of(e: RiskException, now: dt.datetime | None = None) -> str:
     return "active" if e.expires_at > _now(now) else "expired"
 
 
-def exception_json(e: RiskException, session: Session | None = None, now: dt.datetime | None = None
-                   ) -> dict[str, Any]:
+def covered_counts(session: Session, ids: Sequence[str] | None = None) -> dict[str, int]:
+    """How many findings each exception covers now (one query for a whole list)."""
+    q = select(Finding.exception_id, func.count()).where(Finding.exception_id.is_not(None))
+    if ids is not None:
+        q = q.where(Finding.exception_id.in_(list(ids)))
+    return {str(eid): int(n) for eid, n in session.execute(q.group_by(Finding.exception_id))}
+
+
+def list_json(session: Session, rows: Sequence[RiskException], now: dt.datetime | None = None
+              ) -> list[dict[str, Any]]:
+    counts = covered_counts(session, [e.id for e in rows])
+    return [exception_json(e, now=now, covered=counts.get(e.id, 0)) for e in rows]
+
+
+def exception_json(e: RiskException, session: Session | None = None, now: dt.datetime | None = None,
+                   covered: int | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": e.id, "rule_id": e.rule_id, "assets": list(e.assets), "subject": e.subject, "owner": e.owner,
         "reason": e.reason, "created_by": e.created_by, "created_at": rfc3339(e.created_at),
         "expires_at": rfc3339(e.expires_at), "ticket_id": e.ticket_id, "state": state_of(e, now),
         "revoked_by": e.revoked_by, "revoked_at": rfc3339(e.revoked_at), "revoke_reason": e.revoke_reason,
     }
-    if session is not None:
-        out["covered_findings"] = session.execute(
-            select(func.count()).select_from(Finding).where(Finding.exception_id == e.id)).scalar_one()
+    if covered is None and session is not None:
+        covered = covered_counts(session, [e.id]).get(e.id, 0)
+    if covered is not None:
+        out["covered_findings"] = covered
     return out
 
 
@@ -228,12 +245,17 @@ def release(session: Session, now: dt.datetime | None = None) -> list[int]:
         .where((RiskException.revoked_at.is_not(None)) | (RiskException.expires_at <= when))
     ).all()
     opened: list[int] = []
+    books: dict[str, tickets.Book] = {}
     for finding, exc in rows:
         finding.exception_id = None
         if finding.status != "fail":
             continue
         why = "revoked" if exc.revoked_at is not None else "expired"
-        ticket = tickets.reopen_for_finding(session, finding, f"exception {exc.id} {why}: {finding.message}", when)
+        if finding.asset not in books:
+            books[finding.asset] = tickets.Book(session, finding.asset, when)
+        book = books[finding.asset]
+        ticket = tickets.reopen_for_finding(session, finding, f"exception {exc.id} {why}: {finding.message}", when,
+                                            book)
         if ticket is not None:
             opened.append(ticket.id)
     return opened

@@ -284,9 +284,11 @@ def rule_of(finding: Finding) -> RuleRef:
                    finding.baseline_version)
 
 
-def reopen_for_finding(session: Session, finding: Finding, message: str, now: dt.datetime) -> Ticket | None:
-    """Open or reopen the ticket of a failing finding that was not ticketed (its exception lapsed)."""
-    book = Book(session, finding.asset, now)
+def reopen_for_finding(session: Session, finding: Finding, message: str, now: dt.datetime,
+                       book: Book | None = None) -> Ticket | None:
+    """Open or reopen the ticket of a failing finding that was not ticketed (its exception lapsed).
+    ``book`` is the asset's findings and tickets when the caller handles several findings of it."""
+    book = book if book is not None and book.asset == finding.asset else Book(session, finding.asset, now)
     rule = rule_of(finding)
     outcome = Outcome(finding.subject, False, message, dict(finding.evidence))
     key = dedupe_key(finding.asset, finding.rule_id, finding.subject)

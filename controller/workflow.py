@@ -197,7 +197,7 @@ def file_report(session: Session, ticket_id: int, stage: str, text: str, user: U
         raise UsageError(f"stage must be one of {', '.join(REPORT_STAGES)}, not {stage!r}")
     body = _text(text, "text")
     t = get_ticket(session, ticket_id, lock=True)
-    filed = _current_stages(session, t)
+    filed = _current_stages(session, t, _reports(session, t.id))
     expected = REPORT_STAGES[len(filed)] if len(filed) < len(REPORT_STAGES) else None
     if stage in filed:
         raise Conflict(f"the {stage} report of ticket {t.id} was already filed")
@@ -222,13 +222,13 @@ def _reports(session: Session, ticket_id: int) -> list[TicketReport]:
                                 .order_by(TicketReport.filed_at, TicketReport.id)).scalars())
 
 
-def _current_stages(session: Session, t: Ticket) -> list[str]:
+def _current_stages(session: Session, t: Ticket, reports: list[TicketReport]) -> list[str]:
     """The stages filed for the ticket's current incident: a reopened ticket starts them again."""
     reopened = session.execute(
         select(TicketEvent.at).where(TicketEvent.ticket_id == t.id, TicketEvent.to_status == "open",
                                      TicketEvent.from_status.is_not(None))
         .order_by(TicketEvent.at.desc(), TicketEvent.id.desc()).limit(1)).scalar_one_or_none()
-    return [r.stage for r in _reports(session, t.id) if reopened is None or r.filed_at >= reopened]
+    return [r.stage for r in reports if reopened is None or r.filed_at >= reopened]
 
 
 def suggest_baseline_change(t: Ticket) -> str | None:
@@ -258,8 +258,9 @@ def ticket_detail(session: Session, t: Ticket) -> dict[str, Any]:
     out = ticket_json(t, agent.hostname if agent else None)
     out["timeline"] = [event_json(e) for e in session.execute(
         select(TicketEvent).where(TicketEvent.ticket_id == t.id).order_by(TicketEvent.at, TicketEvent.id)).scalars()]
-    out["reports"] = [report_json(r) for r in _reports(session, t.id)]
-    filed = _current_stages(session, t)
+    reports = _reports(session, t.id)
+    out["reports"] = [report_json(r) for r in reports]
+    filed = _current_stages(session, t, reports)
     out["next_report"] = REPORT_STAGES[len(filed)] if len(filed) < len(REPORT_STAGES) else None
     out["allowed_transitions"] = list(TRANSITIONS.get(t.status, ()))
     exc = session.get(RiskException, t.exception_id) if t.exception_id else None

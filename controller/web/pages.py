@@ -578,7 +578,7 @@ def render_exceptions(c: Ctx) -> Response:
         rows = exceptions.list_exceptions(c.s, state or None)
     except UsageError as exc:
         c.error, c.status, rows = str(exc), 422, []
-    items = [exceptions.exception_json(e, c.s) for e in rows]
+    items = exceptions.list_json(c.s, rows)
     return c.render("exceptions.html", "Exceptions", exceptions=items, state=state, users=_usernames(c.s),
                     default_expiry=(c.now + dt.timedelta(days=30)).date().isoformat())
 
