@@ -139,6 +139,14 @@ class NotifyWorker:
 
     async def _run(self) -> None:
         assert self._wake is not None
+        if not self.targets:
+            # Nothing to deliver to: enqueue() queues nothing here, so there is nothing to poll for. One
+            # round clears what was queued for "any target" before (by a process without configuration).
+            try:
+                await self.run_once()
+            except Exception:
+                log.exception("notification worker round failed")
+            return
         while True:
             try:
                 worked = await self.run_once()

@@ -149,6 +149,25 @@ def test_messages_queued_without_configuration_are_fanned_out(
     assert {d.target for d in deliveries(sessions)} == {"hook"}
 
 
+def test_without_targets_the_worker_clears_leftovers_once_and_does_not_poll(
+        sessions: sessionmaker[Session], host: DbHost) -> None:
+    open_ticket(sessions, "tcp/0.0.0.0:4")  # queued for "*" by a process without configuration
+    assert {d.target for d in deliveries(sessions)} == {ANY_TARGET}
+
+    async def scenario() -> bool:
+        worker = NotifyWorker(host, parse_config("targets: []\n", "empty.yaml"))
+        worker.start()
+        assert worker._task is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(worker._task), 10)  # it ends by itself: nothing to poll for
+            return worker._task.done()
+        finally:
+            await worker.stop()
+
+    assert asyncio.run(scenario())
+    assert deliveries(sessions) == []
+
+
 def test_one_replica_serves_a_target_and_a_stopped_one_hands_over(
         sessions: sessionmaker[Session], host: DbHost, monkeypatch: pytest.MonkeyPatch) -> None:
     receiver = WebhookReceiver(SECRET)
