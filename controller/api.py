@@ -21,7 +21,7 @@ from controller import audit, changes, eol, exceptions, web, workflow
 from controller.baselines import BaselineError
 from controller.core import Controller
 from controller.db.models import Agent, Baseline, Change, Delivery, Finding, Result, Ticket, User
-from controller.errors import Conflict, Forbidden, NotFound
+from controller.errors import Conflict, Forbidden, NotFound, http_status
 from controller.grpc_server import AgentChannelService
 from controller.notify import api as notify_api
 from controller.serialize import agent_json, finding_json, rfc3339, ticket_json
@@ -33,14 +33,8 @@ def http_errors() -> Iterator[None]:
     """Map the controller's errors to HTTP status codes, with their message as the detail."""
     try:
         yield
-    except UsageError as exc:
-        raise HTTPException(422, str(exc)) from exc
-    except Forbidden as exc:
-        raise HTTPException(403, str(exc)) from exc
-    except NotFound as exc:
-        raise HTTPException(404, str(exc)) from exc
-    except Conflict as exc:
-        raise HTTPException(409, str(exc)) from exc
+    except (UsageError, Forbidden, NotFound, Conflict) as exc:
+        raise HTTPException(http_status(exc), str(exc)) from exc
 
 
 def create_app(ctl: Controller, channel: AgentChannelService | None = None) -> FastAPI:

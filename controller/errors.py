@@ -33,3 +33,14 @@ class Conflict(ControllerError, ValueError):
 
 class Forbidden(ControllerError, PermissionError):
     pass
+
+
+def http_status(exc: Exception) -> int:
+    """The HTTP status the REST API and the web UI answer a refused request with."""
+    if isinstance(exc, Forbidden):
+        return 403
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, Conflict):
+        return 409
+    return 422  # UsageError, BaselineError: the input is wrong

@@ -44,7 +44,6 @@ __all__ = [
     "create",
     "exception_json",
     "get",
-    "is_active",
     "list_exceptions",
     "list_json",
     "release",
@@ -57,10 +56,6 @@ MAX_REASON = 2000
 
 def _now(now: dt.datetime | None) -> dt.datetime:
     return (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
-
-
-def is_active(e: RiskException, now: dt.datetime) -> bool:
-    return e.revoked_at is None and e.expires_at > now
 
 
 def matches(e: RiskException, asset_id: str, hostname: str, tags: Iterable[str], rule_id: str, subject: str) -> bool:

@@ -210,7 +210,7 @@ def ingest_reports(
     ]
     ids = session.execute(insert(Result).returning(Result.id, sort_by_parameter_order=True), rows).scalars().all()
     agent.max_sequence = max(agent.max_sequence, *(r.sequence for r, _, _ in accepted))
-    book = Book(session, agent_id)
+    book = Book(session, agent_id, when)
     for (report, facts, status), result_id in zip(accepted, ids, strict=True):
         if report.check_id == "agent" and facts:
             agent.spool_depth = int(facts.get("spool_depth", 0))

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from common.errors import UsageError
 from controller import audit
 from controller.db.models import ApiKey, User, WebSession
-from controller.errors import Conflict, ControllerError, NotFound
+from controller.errors import Conflict, ControllerError, Forbidden, NotFound
 
 ROLES = ("viewer", "analyst", "admin")
 _RANK = {r: i for i, r in enumerate(ROLES)}
@@ -40,6 +40,12 @@ TOTP_ISSUER = "Vigil"
 
 def role_allows(role: str, needed: str) -> bool:
     return _RANK.get(role, -1) >= _RANK[needed]
+
+
+def require(user: User, role: str, what: str) -> None:
+    """Refuse ``what`` (e.g. "working a ticket") unless ``user`` has at least ``role``."""
+    if not role_allows(user.role, role):
+        raise Forbidden(f"{what} needs the {role} role; {user.username} is {user.role}")
 
 
 def hash_password(password: str) -> str:

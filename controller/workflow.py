@@ -28,10 +28,10 @@ from sqlalchemy.orm import Session
 from common.errors import UsageError
 from controller import audit, exceptions
 from controller.db.models import Agent, RiskException, Ticket, TicketEvent, TicketReport, User
-from controller.errors import Conflict, Forbidden, NotFound
+from controller.errors import Conflict, NotFound
 from controller.serialize import event_json, report_json, rfc3339, ticket_json
 from controller.tickets import ACTIVE, record_event
-from controller.users import role_allows
+from controller.users import require, role_allows
 
 __all__ = [
     "REPORT_STAGES",
@@ -83,11 +83,6 @@ class ExceptionRequest:
                    subject=None if value.get("subject") is None else str(value["subject"]))
 
 
-def _need(user: User, role: str, what: str) -> None:
-    if not role_allows(user.role, role):
-        raise Forbidden(f"{what} needs the {role} role; {user.username} is {user.role}")
-
-
 def _text(value: Any, field: str, required: bool = True) -> str:
     text = str(value or "").strip()
     if required and not text:
@@ -119,7 +114,7 @@ def transition(
 ) -> Ticket:
     """Move a ticket to ``to``. ``false_positive`` needs a reason (TPEx-CPA 3(12)5) and may carry the
     exception that stops the recurrence; it is created in the same transaction."""
-    _need(user, "analyst", "working a ticket")
+    require(user, "analyst", "working a ticket")
     when = _now(now)
     if to not in TRANSITIONS:
         raise UsageError(f"'to' must be one of {', '.join(TRANSITIONS)}, not {to!r}")
@@ -158,7 +153,7 @@ def transition(
 def assign(session: Session, ticket_id: int, assignee: str | None, user: User, now: dt.datetime | None = None
            ) -> Ticket:
     """Give the ticket to an analyst or admin (``None`` or "" unassigns)."""
-    _need(user, "analyst", "assigning a ticket")
+    require(user, "analyst", "assigning a ticket")
     when = _now(now)
     t = get_ticket(session, ticket_id, lock=True)
     name = (assignee or "").strip() or None
@@ -179,7 +174,7 @@ def assign(session: Session, ticket_id: int, assignee: str | None, user: User, n
 
 
 def comment(session: Session, ticket_id: int, text: str, user: User, now: dt.datetime | None = None) -> TicketEvent:
-    _need(user, "analyst", "commenting on a ticket")
+    require(user, "analyst", "commenting on a ticket")
     when = _now(now)
     body = _text(text, "text")
     t = get_ticket(session, ticket_id)
@@ -191,7 +186,7 @@ def comment(session: Session, ticket_id: int, text: str, user: User, now: dt.dat
 def file_report(session: Session, ticket_id: int, stage: str, text: str, user: User,
                 now: dt.datetime | None = None) -> TicketReport:
     """File a report stage; stages go initial → formal → closure, each once per incident."""
-    _need(user, "analyst", "filing a report")
+    require(user, "analyst", "filing a report")
     when = _now(now)
     if stage not in REPORT_STAGES:
         raise UsageError(f"stage must be one of {', '.join(REPORT_STAGES)}, not {stage!r}")

@@ -29,10 +29,10 @@ from controller import audit, changes, exceptions, workflow
 from controller.baselines import BaselineError
 from controller.core import Controller
 from controller.db.models import Agent, AuditEntry, Baseline, Finding, Ticket, TicketReport, User
-from controller.errors import Conflict, Forbidden, NotFound
+from controller.errors import Conflict, Forbidden, NotFound, http_status
 from controller.serialize import agent_json, rfc3339
 from controller.tickets import ACTIVE
-from controller.users import needs_mfa, role_allows
+from controller.users import needs_mfa, require, role_allows
 from controller.web import auth, charts, stats
 
 router = APIRouter(include_in_schema=False)
@@ -86,16 +86,6 @@ def secure(response: Response) -> Response:
 
 def redirect(url: str) -> Response:
     return secure(RedirectResponse(url, status_code=303))
-
-
-def status_for(exc: Exception) -> int:
-    if isinstance(exc, Forbidden):
-        return 403
-    if isinstance(exc, NotFound):
-        return 404
-    if isinstance(exc, Conflict):
-        return 409
-    return 422
 
 
 @dataclass
@@ -165,11 +155,6 @@ def page(request: Request, mfa_pending: bool = False) -> Iterator[Ctx]:
         s.close()
 
 
-def _need(user: User, role: str, what: str) -> None:
-    if not role_allows(user.role, role):
-        raise Forbidden(f"{what} needs the {role} role; {user.username} is {user.role}")
-
-
 Work = Callable[[Session, User, FormData, dt.datetime], tuple[str, str]]
 Redisplay = Callable[[Ctx], Response]
 
@@ -200,7 +185,7 @@ def _act(request: Request, form: FormData, work: Work, redisplay: Redisplay) -> 
                 c.error = f"{exc.filename}: {len(exc.problems)} problem(s); nothing was changed"
                 c.problems = [f"{exc.filename}:{p.line}: {p.field + ': ' if p.field else ''}{p.reason}"
                               for p in exc.problems]
-            c.status = status_for(exc)
+            c.status = http_status(exc)
             c.form = {k: v for k, v in form.items() if isinstance(v, str) and k != "csrf_token"}
             return redisplay(c)
     response = redirect(url)
@@ -500,7 +485,7 @@ async def baseline_apply(request: Request, name: str) -> Response:
     st = state_of(request)
 
     def work(s: Session, user: User, form: FormData, now: dt.datetime) -> tuple[str, str]:
-        _need(user, "admin", "applying a baseline")
+        require(user, "admin", "applying a baseline")
         text = form.get("yaml")
         if not isinstance(text, str) or not text.strip():
             raise UsageError("paste the whole baseline YAML into the text box")
@@ -535,7 +520,7 @@ def render_changes(c: Ctx) -> Response:
 @router.post("/changes")
 async def change_create(request: Request) -> Response:
     def work(s: Session, user: User, form: FormData, now: dt.datetime) -> tuple[str, str]:
-        _need(user, "analyst", "requesting a change")
+        require(user, "analyst", "requesting a change")
         ch = changes.create(s, user.username, _f(form, "assets"), _f(form, "paths"), _f(form, "start"),
                             _f(form, "end"), _f(form, "reason"))
         return f"change {ch.id} requested; another admin must approve it", "/changes"
@@ -548,13 +533,13 @@ async def change_action(request: Request, change_id: str, action: str) -> Respon
     def work(s: Session, user: User, form: FormData, now: dt.datetime) -> tuple[str, str]:
         reason = _f(form, "reason")
         if action == "approve":
-            _need(user, "admin", "approving a change")
+            require(user, "admin", "approving a change")
             ch = changes.approve(s, change_id, user.username)
         elif action == "reject":
-            _need(user, "admin", "rejecting a change")
+            require(user, "admin", "rejecting a change")
             ch = changes.reject(s, change_id, user.username, reason)
         elif action == "cancel":
-            _need(user, "analyst", "cancelling a change")
+            require(user, "analyst", "cancelling a change")
             ch = changes.cancel(s, change_id, user.username, reason, role_allows(user.role, "admin"))
         else:
             raise NotFound(f"no action {action!r} on changes; use approve, reject or cancel")
@@ -586,7 +571,7 @@ def render_exceptions(c: Ctx) -> Response:
 @router.post("/exceptions")
 async def exception_create(request: Request) -> Response:
     def work(s: Session, user: User, form: FormData, now: dt.datetime) -> tuple[str, str]:
-        _need(user, "analyst", "creating an exception")
+        require(user, "analyst", "creating an exception")
         e = exceptions.create(s, user.username, _f(form, "rule_id"), _f(form, "assets"), _f(form, "subject"),
                               _f(form, "owner"), _f(form, "reason"), _date_or_time(_f(form, "expires")))
         return f"exception {e.id} created", "/exceptions"
@@ -597,7 +582,7 @@ async def exception_create(request: Request) -> Response:
 @router.post("/exceptions/{exception_id}/revoke")
 async def exception_revoke(request: Request, exception_id: str) -> Response:
     def work(s: Session, user: User, form: FormData, now: dt.datetime) -> tuple[str, str]:
-        _need(user, "analyst", "revoking an exception")
+        require(user, "analyst", "revoking an exception")
         e = exceptions.revoke(s, exception_id, user, _f(form, "reason"))
         reopened = exceptions.release(s)
         more = f"; tickets reopened: {', '.join(map(str, reopened))}" if reopened else ""
