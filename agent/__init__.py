@@ -10,6 +10,8 @@ Exception tree::
 
 from __future__ import annotations
 
+import os
+
 from common import tls
 from common.errors import VigilError
 
@@ -30,4 +32,14 @@ class EnrollFailed(AgentError, PermissionError):
     pass
 
 
-__all__ = ["AgentError", "EnrollFailed", "NotEnrolled"]
+def os_description() -> str:
+    """"linux 6.1.0-18-amd64": what Hello and enrollment tell the controller about this host's OS."""
+    if hasattr(os, "uname"):
+        u = os.uname()
+        return f"{u.sysname.lower()} {u.release}"
+    import platform  # Windows; on POSIX os.uname says the same without loading platform
+
+    return f"{platform.system().lower()} {platform.release()}"
+
+
+__all__ = ["AgentError", "EnrollFailed", "NotEnrolled", "os_description"]

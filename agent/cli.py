@@ -40,9 +40,10 @@ def main_args(args: argparse.Namespace) -> int:
         else:
             print(f"enrolled as {ident.agent_id}; start it with: vigil-agent run --data-dir {args.data_dir}")
         return 0
-    from agent.main import Agent, AgentConfig
+    from agent.main import Agent, AgentConfig, limit_malloc_arenas
 
     setup_logging(args.debug)
+    limit_malloc_arenas()  # before any thread starts
     Agent(args.data_dir, AgentConfig.load(args.config)).run()
     return 0
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import platform
 import queue
 import random
 import socket
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import grpc
 
-from agent import AgentError
+from agent import AgentError, os_description
 from agent.spool import Spool
 from agent.state import ca_path, cert_path, key_path
 from common import __version__
@@ -110,7 +109,7 @@ class Connection:
         outq: queue.Queue[object] = queue.Queue()
         hello = pb.Hello(
             agent_version=__version__, hostname=socket.gethostname(),
-            os=f"{platform.system().lower()} {platform.release()}", policy_id=self.policy_id(),
+            os=os_description(), policy_id=self.policy_id(),
             checks=[common_pb2.CheckCapability(check_id=c, version=v) for c, v in self.capabilities],
         )
         outq.put(pb.AgentMessage(hello=hello))

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import platform
 import socket
 import ssl
 from pathlib import Path
 
 import grpc
 
-from agent import EnrollFailed
+from agent import EnrollFailed, os_description
 from agent.state import Identity, ca_path, cert_path, key_path
 from common import __version__
 from common.errors import UsageError
@@ -92,7 +91,7 @@ def enroll(controller: str, token_text: str, data_dir: Path, enroll_port: int | 
         try:
             resp = pbg.EnrollmentStub(channel).Enroll(
                 pb.EnrollRequest(token=token.encode(), csr_pem=csr, hostname=hostname, agent_version=__version__,
-                                 os=f"{platform.system().lower()} {platform.release()}"),
+                                 os=os_description()),
                 timeout=timeout,
             )
         except grpc.RpcError as exc:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +53,29 @@ class AgentConfig:
                 raise ConfigError(f"{path}: {key} must be greater than zero")
             setattr(cfg, key, number)
         return cfg
+
+
+MALLOC_ARENAS = 2
+_M_ARENA_MAX = -8  # glibc's mallopt parameter number
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas (as ``MALLOC_ARENA_MAX`` would) before the agent starts its threads.
+
+    glibc gives each new thread that allocates its own arena, up to 8 per core. The agent's threads
+    (gRPC's, the scheduler, the sender, fim's watchers) mostly sleep, and each arena keeps ~100 KB of
+    touched memory. The hashing that needs parallelism runs in separate processes. A value the
+    operator set in ``MALLOC_ARENA_MAX`` wins. Returns whether the cap was applied.
+    """
+    if not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    import ctypes  # already loaded by watchdog's inotify binding
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no arenas to cap)
+        return False
+    return bool(mallopt(_M_ARENA_MAX, arenas))
 
 
 class Agent:

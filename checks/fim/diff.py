@@ -8,7 +8,6 @@ larger files are compared by hash and metadata only.
 
 from __future__ import annotations
 
-import difflib
 import zlib
 
 # Bytes that do not occur in text: C0 controls other than tab, LF, FF, CR, backspace and ESC.
@@ -51,6 +50,8 @@ def unified(old: bytes | None, new: bytes, path: str, limit: int) -> tuple[str, 
     """Unified diff of ``old`` (None: the file is new) to ``new``, cut to ``limit`` characters."""
     before = _lines(old) if old is not None else []
     fromfile = path if old is not None else "/dev/null"
+    import difflib  # on first diff: an agent whose files do not change never needs it
+
     lines = difflib.unified_diff(before, _lines(new), fromfile=fromfile, tofile=path, lineterm="")
     out: list[str] = []
     size = 0
