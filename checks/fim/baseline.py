@@ -2,10 +2,10 @@
 
 The walk is a queue of directories. A task is one directory (or a chunk of a big one): the process
 that takes it lists it, hashes its small files with ``openat``/one ``read``/``sha256`` and gives
-back ready-made state rows and the subdirectories to walk next (:func:`checks.fim.hashing.run_task`).
-The coordinator only hands out tasks, applies the file cap and writes rows to SQLite in large
-``executemany`` transactions. With 100,000 small files the cost is per file, so no per-file Python
-object is created that is not a row.
+back its records in ready-made pages (see :mod:`checks.fim.state`) and the subdirectories to walk
+next (:func:`checks.fim.hashing.run_task`). The coordinator only hands out tasks, applies the file
+cap and writes the pages to SQLite in large transactions. With 100,000 small files the cost is per
+file, so the coordinator does nothing per file: it handles ~800 pages.
 
 The coordinator runs in the calling process (a benchmark, a tool) or, in the multi-threaded agent, in
 a child process of its own (:func:`build_in_child`): the agent then never holds a tree's worth of
@@ -31,10 +31,12 @@ from checks.fim.hashing import (
     COPY_PENDING,
     T_DIR,
     T_FILE,
+    PageRow,
     RateLimiter,
     Row,
     Task,
     TaskResult,
+    decode_page,
     describe,
     display_path,
     run_task,
@@ -48,8 +50,8 @@ if TYPE_CHECKING:
     from checks.fim.state import StateDB
 
 _SEP = os.fsencode(os.sep)
-# Rows per transaction while a baseline is written (no fsync until the end, see StateDB.bulk).
-BATCH_ROWS = 4_000
+# Entries per transaction while a baseline is written (no fsync until the end, see StateDB.bulk).
+BATCH_ROWS = 20_000
 # Tasks a hashing process has in hand: one it works on, one waiting, so it never idles on the pipe.
 _AHEAD = 6
 # Tasks sent to a process in one message (each a directory or a chunk of up to 256 entries).
@@ -87,7 +89,11 @@ class Builder:
         self.limiter = limiter
         self.check_cancel = check_cancel
         self.p = progress or Progress()
+        # On their way to the database: pages by directory, and single rows (the roots, and the part
+        # of a directory kept when the file cap is reached), which are merged into pages one by one.
+        self.pages: list[tuple[bytes, list[PageRow]]] = []
         self.rows: list[Row] = []
+        self.batched = 0
 
     # -- the queue ---------------------------------------------------------------------------------
 
@@ -117,23 +123,26 @@ class Builder:
                 self.p.pending.append((root, root, None))
 
     def consume(self, task: Task, result: TaskResult) -> None:
-        """Take a task's rows (up to the file cap) and queue what it found to walk next."""
-        d, rows, subdirs, notices, hashed, nread, chunks = result
+        """Take a task's records (up to the file cap) and queue what it found to walk next."""
+        d, pages, subdirs, notices, hashed, nread, chunks = result
         p = self.p
         p.notices.extend(notices)
         root = task[0]
         room = self.max_files - p.count
-        if len(rows) <= room:
-            self.rows.extend(rows)
-            p.count += len(rows)
+        count = sum(page[1] for page in pages)
+        prefix = d if d.endswith(_SEP) else d + _SEP
+        if count <= room:
+            self.pages.append((d, pages))
+            p.count += count
             p.files_hashed += hashed
             p.bytes_hashed += nread
-            prefix = d if d.endswith(_SEP) else d + _SEP
             p.pending.extend((root, prefix + name, None) for name in subdirs)
             p.pending.extend((root, d, chunk) for chunk in chunks)
         else:
-            # The cap: keep the first rows of this directory, count the rest and everything still
+            # The cap: keep the first entries of this directory, count the rest and everything still
             # queued (listed, not hashed) as not watched, as the report must say how many were left out.
+            rows = [(d, name, record, copy) for page in pages
+                    for name, record, copy in zip(*decode_page(page[4]), strict=True)]
             kept = rows[:max(room, 0)]
             self.rows.extend(kept)
             p.count += len(kept)
@@ -142,17 +151,21 @@ class Builder:
             p.files_hashed += len(files)
             p.bytes_hashed += sum(int.from_bytes(blob[1:9], "little") for blob in files)  # the record's size
             names = {r[1] for r in kept}
-            prefix = d if d.endswith(_SEP) else d + _SEP
             p.pending.extend((root, prefix + name, None) for name in subdirs if name in names)
             p.capped = True
-        if len(self.rows) >= BATCH_ROWS:
+        self.batched += count
+        if self.batched >= BATCH_ROWS:
             self.write()
 
     def write(self) -> None:
-        if self.rows:
+        if self.pages or self.rows:
             with self.db.tx():
+                for parent, pages in self.pages:
+                    self.db.put_pages(parent, pages)
                 self.db.put_many(self.rows)
+            self.pages.clear()
             self.rows.clear()
+        self.batched = 0
 
     def _count_only(self, task: Task) -> None:
         """Past the cap: a queued directory is listed, not hashed, and its entries counted as not watched."""
@@ -204,7 +217,7 @@ class Builder:
                 if pool.busy:
                     for task, result in pool.results(self.check_cancel):
                         if p.capped:
-                            p.skipped += len(result[1]) + sum(len(c) for c in result[6])
+                            p.skipped += sum(page[1] for page in result[1]) + sum(len(c) for c in result[6])
                         else:
                             self.consume(task, result)
                     continue

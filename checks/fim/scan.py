@@ -409,11 +409,11 @@ class FimEngine:
             else:
                 done.append((parent, name, blob, COPY_BINARY, None))
         with self.db.tx():
-            for parent, name, blob, copy, data in done:
-                row = self.db.get(parent, name)
-                if row is None or row[0] != blob or row[1] != COPY_PENDING:
-                    continue
-                self.db.set_copy_state(parent, name, copy)
+            now = self.db.get_many((parent, name) for parent, name, _, _, _ in done)
+            settled = [d for d, row in zip(done, now, strict=True)
+                       if row is not None and row[0] == d[2] and row[1] == COPY_PENDING]
+            self.db.apply((parent, name, None, copy) for parent, name, _, copy, _ in settled)
+            for parent, name, _, _, data in settled:
                 if data is not None:
                     self.db.put_copy(parent, name, data)
             last = rows[-1]
@@ -758,8 +758,7 @@ class FimEngine:
             return
         with self.db.lock:
             valid: list[Staged] = []
-            for s in run.staged:
-                row = self.db.get(s.parent, s.name)
+            for s, row in zip(run.staged, self.db.get_many((s.parent, s.name) for s in run.staged), strict=True):
                 if (row[0] if row else None) != s.expected:
                     continue  # changed and recorded by someone else meanwhile; they reported it
                 valid.append(s)
@@ -771,12 +770,11 @@ class FimEngine:
                 for chunk in chunks(events):
                     run.sink(chunk)
             with self.db.tx():
+                self.db.apply((s.parent, s.name, s.new, s.copy if s.new is not None else None) for s in valid)
                 for s in valid:
                     if s.new is None:
-                        self.db.delete(s.parent, s.name)
-                        continue
-                    self.db.put(s.parent, s.name, s.new, s.copy)
-                    if s.copy_data is not None:
+                        self.db.delete_copy(s.parent, s.name)
+                    elif s.copy_data is not None:
                         self.db.put_copy(s.parent, s.name, s.copy_data)
                     elif s.copy != COPY_PENDING:
                         self.db.delete_copy(s.parent, s.name)

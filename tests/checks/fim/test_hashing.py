@@ -9,14 +9,21 @@ from pathlib import Path
 from checks.fim.events import decode
 from checks.fim.hashing import (
     CHUNK,
+    COPY_NONE,
     COPY_PENDING,
     HEAD_SIZE,
+    PAGE_FILL,
     T_DIR,
     T_FILE,
     T_LINK,
+    DamagedPage,
+    PageRow,
     RateLimiter,
+    decode_page,
     describe,
+    find_in_page,
     head,
+    page_row,
     run_task,
 )
 from tests.checks.fim._helpers import write
@@ -73,23 +80,56 @@ def test_run_task_records_a_directory_and_skips_vanished(tmp_path: Path) -> None
     (tmp_path / "sub").mkdir()
     os.symlink("a", tmp_path / "l")
     root = os.fsencode(tmp_path)
-    d, rows, subdirs, notices, hashed, nread, chunks = run_task(
+    d, pages, subdirs, notices, hashed, nread, chunks = run_task(
         (root, root, [(b"a", True, False), (b"l", False, False), (b"sub", False, True), (b"vanished", True, False)]),
         None, None)
     assert d == root and subdirs == [b"sub"] and notices == [] and chunks == []
-    assert [(p, n, b[0], c) for p, n, b, c in rows] == [
-        (root, b"a", T_FILE, COPY_PENDING), (root, b"l", T_LINK, 0), (root, b"sub", T_DIR, 0)]
-    assert rows[0][2] == describe(os.fsencode(tmp_path / "a")).blob  # type: ignore[union-attr]
+    # A chunk's one page starts at its first listed name, and counts its entries, directories and pending copies.
+    [(first, n, dirs, pending, _blob)] = pages
+    assert (first, n, dirs, pending) == (b"a", 3, 1, 1)
+    rows = _rows(pages)
+    assert [(n, b[0], c) for n, b, c in rows] == [(b"a", T_FILE, COPY_PENDING), (b"l", T_LINK, 0), (b"sub", T_DIR, 0)]
+    assert rows[0][1] == describe(os.fsencode(tmp_path / "a")).blob  # type: ignore[union-attr]
     assert hashed == 1 and nread == 1
+
+
+def _rows(pages: list[PageRow]) -> list[tuple[bytes, bytes, int]]:
+    return [row for page in pages for row in zip(*decode_page(page[4]), strict=True)]
 
 
 def test_run_task_lists_and_shares_out_a_big_directory(tmp_path: Path) -> None:
     for i in range(600):
         write(tmp_path / f"f{i:04d}", str(i))
     root = os.fsencode(tmp_path)
-    _, rows, _, _, hashed, _, chunks = run_task((root, root, None), None, None)
+    _, pages, _, _, hashed, _, chunks = run_task((root, root, None), None, None)
+    rows = _rows(pages)
     assert hashed == len(rows) == 256 and [len(c) for c in chunks] == [256, 88]
-    assert rows[0][1] == b"f0000" and chunks[0][0] == (b"f0256", True, False)
+    assert rows[0][0] == b"f0000" and chunks[0][0] == (b"f0256", True, False)
+    # The directory's first page covers every name from b""; the next starts at its own first name.
+    assert [(p[0], p[1]) for p in pages] == [(b"", PAGE_FILL), (b"f0128", 256 - PAGE_FILL)]
+
+
+def test_page_round_trip_and_lookup() -> None:
+    names = [b"", b"a", b"b\xff", b"z" * 300]
+    records = [bytes([T_DIR]) + bytes(44), bytes([T_FILE]) + bytes(76), bytes([4]), bytes([T_LINK]) + b"target"]
+    first, n, dirs, pending, blob = page_row(b"", names, records, bytearray([COPY_NONE, COPY_PENDING, 0, 0]))
+    assert (first, n, dirs, pending) == (b"", 4, 1, 1)
+    assert decode_page(blob) == (names, records, bytearray([COPY_NONE, COPY_PENDING, 0, 0]))
+    assert find_in_page(blob, b"z" * 300) == (records[3], 0)
+    assert find_in_page(blob, b"a") == (records[1], COPY_PENDING)
+    assert find_in_page(blob, b"") == (records[0], COPY_NONE)
+    assert find_in_page(blob, b"b") is None and find_in_page(blob, b"zz") is None
+    assert decode_page(page_row(b"x", [], [], bytearray())[4]) == ([], [], bytearray())
+
+
+def test_a_damaged_page_is_refused() -> None:
+    blob = page_row(b"", [b"a", b"b"], [b"1", b"2"], bytearray(2))[4]
+    for bad in (blob[:-1], blob + b"x", blob[:5], blob.replace(b"a\0b", b"a\0\0")):
+        try:
+            decode_page(bad)
+        except DamagedPage:
+            continue
+        raise AssertionError(f"accepted {bad!r}")
 
 
 class _Clock:
