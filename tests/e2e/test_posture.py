@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import time
 from pathlib import Path
 
@@ -167,7 +168,8 @@ def test_clock_five_seconds_off_the_reference_raises_an_ntp_ticket(controller: C
     facts = ticket["evidence"]["facts"]
     assert 4950 < facts["offset_ms"] < 5050
     assert ticket["rule_id"] == "NTP-CLOCK" and ticket["severity"] == "medium"
-    assert "offset_ms is 50" in ticket["title"] and "beyond +/-250" in ticket["title"]
+    # The measured offset, e.g. 5000.4 or 4999.99 (a few ms of jitter either way), and the bound it broke.
+    assert re.search(r"offset_ms is (49|50)\d\d", ticket["title"]) and "beyond +/-250" in ticket["title"]
     (result,) = [f for f in json.loads(ctl.vigil("findings", "list", "--check", "ntp", "--json").stdout)
                  if f["asset"] == agent_id]
     assert result["status"] == "fail" and result["refs"] == ["TWSE-CC CC-17020 b(f)"]
