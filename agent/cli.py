@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
-from common.cli import Parser, add_common, print_json, run, setup_logging
+from common.entry import guarded, setup_logging
+
+if TYPE_CHECKING:
+    import argparse
 
 PROG = "vigil-agent"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from common.cli import Parser, add_common
+
     p = Parser(prog=PROG, description="The Vigil agent: runs checks and reports to the controller.")
     add_common(p)
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
@@ -30,16 +35,42 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main_args(args: argparse.Namespace) -> int:
-    if args.cmd == "enroll":
-        from agent.enroll import enroll
+class RunArgs(NamedTuple):
+    data_dir: Path
+    config: Path | None
+    debug: bool
 
-        ident = enroll(args.controller, args.token, args.data_dir, args.enroll_port)
-        if args.json:
-            print_json({"agent_id": ident.agent_id, "controller": ident.controller, "data_dir": str(args.data_dir)})
+
+def quick_run_args(argv: Sequence[str]) -> RunArgs | None:
+    """``run --data-dir DIR [--config FILE] [--debug]`` (options in any order, each once), read without argparse.
+
+    That is the command a service manager starts the agent with, and argparse would stay loaded for
+    the agent's lifetime (~0.35 MB resident) for one look at it. Anything else (another command,
+    ``--help``, ``--data-dir=DIR``, an abbreviation, a mistake) gives None and goes to
+    :func:`build_parser`, which reads what this accepts the same way (``tests/agent/test_cli.py``).
+    """
+    if not argv or argv[0] != "run":
+        return None
+    values: dict[str, str] = {}
+    debug = False
+    rest = iter(argv[1:])
+    for arg in rest:
+        if arg == "--debug" and not debug:
+            debug = True
+        elif arg in ("--data-dir", "--config") and arg not in values:
+            value = next(rest, None)
+            if value is None or value.startswith("-"):
+                return None
+            values[arg] = value
         else:
-            print(f"enrolled as {ident.agent_id}; start it with: vigil-agent run --data-dir {args.data_dir}")
-        return 0
+            return None
+    if "--data-dir" not in values:
+        return None
+    config = values.get("--config")
+    return RunArgs(Path(values["--data-dir"]), None if config is None else Path(config), debug)
+
+
+def run_agent(args: RunArgs) -> int:
     from agent.main import Agent, AgentConfig, limit_malloc_arenas
 
     setup_logging(args.debug)
@@ -48,7 +79,26 @@ def main_args(args: argparse.Namespace) -> int:
     return 0
 
 
+def main_args(args: argparse.Namespace) -> int:
+    if args.cmd == "enroll":
+        from agent.enroll import enroll
+        from common.cli import print_json
+
+        ident = enroll(args.controller, args.token, args.data_dir, args.enroll_port)
+        if args.json:
+            print_json({"agent_id": ident.agent_id, "controller": ident.controller, "data_dir": str(args.data_dir)})
+        else:
+            print(f"enrolled as {ident.agent_id}; start it with: vigil-agent run --data-dir {args.data_dir}")
+        return 0
+    return run_agent(RunArgs(args.data_dir, args.config, args.debug))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    quick = quick_run_args(sys.argv[1:] if argv is None else argv)
+    if quick is not None:
+        return guarded(PROG, quick.debug, lambda: run_agent(quick))
+    from common.cli import run
+
     return run(PROG, main_args, build_parser(), argv)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import queue
 import random
 import socket
 import threading
@@ -30,7 +29,8 @@ from proto.vigil.v1 import common_pb2
 log = logging.getLogger(__name__)
 SERVER_NAME = "vigil-controller"
 WINDOW = 512
-_END = object()
+# Results read from the spool at a time, as the stream asks for them.
+BATCH = 32
 
 
 class Revoked(AgentError, PermissionError):
@@ -106,59 +106,53 @@ class Connection:
             self.stopped.wait(delay)
 
     def _session(self) -> None:
-        outq: queue.Queue[object] = queue.Queue()
         hello = pb.Hello(
             agent_version=__version__, hostname=socket.gethostname(),
             os=os_description(), policy_id=self.policy_id(),
             checks=[common_pb2.CheckCapability(check_id=c, version=v) for c, v in self.capabilities],
         )
-        outq.put(pb.AgentMessage(hello=hello))
         inflight: set[int] = set()
         lock = threading.Lock()
-        high = [0]  # highest sequence handed to the stream in this session
         done = threading.Event()
 
         def requests() -> Iterator[pb.AgentMessage]:
-            while True:
-                item = outq.get()
-                if item is _END:
-                    return
-                yield item  # type: ignore[misc]
+            """What the stream sends: the Hello, then the spool's results in sequence order (at most
+            WINDOW unacknowledged) and a heartbeat every ``heartbeat_s``.
 
-        def sender() -> None:
+            gRPC's sending thread pulls these one at a time, each once the previous one is written, so
+            no thread of ours feeds a queue, and the spool is read BATCH results at a time: a backlog
+            is never held in memory whole.
+            """
+            yield pb.AgentMessage(hello=hello)
+            after = 0  # highest sequence handed to the stream in this session
             last_beat = time.monotonic()
             while not done.is_set() and not self.stopped.is_set():
-                next_beat = last_beat + self.heartbeat_s  # the policy may change the interval
+                self.spool.changed.clear()  # before reading: a put from now on wakes the wait below
                 with lock:
                     room = WINDOW - len(inflight)
-                    after = high[0]
-                if room > 0:
-                    for seq, payload in self.spool.pending(after, room):
-                        report = pb.AgentMessage.FromString(payload)
-                        with lock:
-                            inflight.add(seq)
-                            high[0] = max(high[0], seq)
-                        outq.put(report)
+                batch = self.spool.pending(after, min(room, BATCH)) if room > 0 else []
+                for seq, payload in batch:
+                    with lock:
+                        inflight.add(seq)
+                    after = seq
+                    yield pb.AgentMessage.FromString(payload)
                 now = time.monotonic()
-                if now >= next_beat:
+                if now >= last_beat + self.heartbeat_s:  # the policy may change the interval
                     stats = self.spool.stats()
                     hb = pb.Heartbeat(spool_depth=stats["depth"], dropped_records=stats["dropped"])
                     hb.sent_at.FromDatetime(dt.datetime.now(dt.UTC))
-                    outq.put(pb.AgentMessage(heartbeat=hb))
                     last_beat = now
-                self.spool.changed.wait(min(1.0, max(0.01, last_beat + self.heartbeat_s - time.monotonic())))
-                self.spool.changed.clear()
-            outq.put(_END)
+                    yield pb.AgentMessage(heartbeat=hb)
+                if len(batch) < BATCH:  # nothing more to send now: wait for a put, an ack or the next beat
+                    self.spool.changed.wait(min(1.0, max(0.01, last_beat + self.heartbeat_s - time.monotonic())))
 
         channel = grpc.secure_channel(
             self.controller, self._credentials(),
             [("grpc.ssl_target_name_override", SERVER_NAME), ("grpc.keepalive_time_ms", 30_000),
              ("grpc.keepalive_timeout_ms", 10_000), ("grpc.keepalive_permit_without_calls", 1)],
         )
-        send_thread = threading.Thread(target=sender, name="vigil-sender", daemon=True)
         try:
             responses = pbg.AgentChannelStub(channel).Connect(requests())
-            send_thread.start()
             for msg in responses:
                 if not self.connected.is_set():
                     self.connected.set()
@@ -182,8 +176,5 @@ class Connection:
                     break
         finally:
             done.set()
-            self.spool.changed.set()
-            outq.put(_END)
+            self.spool.changed.set()  # ends requests() if it waits for something to send
             channel.close()
-            if send_thread.is_alive():
-                send_thread.join(5)

@@ -63,7 +63,7 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
     """Cap glibc's malloc arenas (as ``MALLOC_ARENA_MAX`` would) before the agent starts its threads.
 
     glibc gives each new thread that allocates its own arena, up to 8 per core. The agent's threads
-    (gRPC's, the scheduler, the sender, fim's watchers) mostly sleep, and each arena keeps ~100 KB of
+    (gRPC's, the scheduler, fim's watchers) mostly sleep, and each arena keeps ~100 KB of
     touched memory. The hashing that needs parallelism runs in separate processes. A value the
     operator set in ``MALLOC_ARENA_MAX`` wins. Returns whether the cap was applied.
     """

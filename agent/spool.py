@@ -16,6 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 DEFAULT_MAX_BYTES = 256 * 2**20
+# The spool's page cache, in KiB. SQLite's default, 2 MiB, stays filled for the agent's lifetime once a
+# backlog was drained. The spool's work touches few pages: the meta row, the end of the reports table
+# where puts append, its start where sends read and acks delete. A page outside the cache is read back
+# from the OS's file cache; a report larger than the cache goes to the WAL in parts before its commit
+# (~1 ms of CPU per MiB, beside the commit's fsync).
+CACHE_KIB = 128
 
 
 class Spool:
@@ -26,6 +32,7 @@ class Spool:
         # Create the file owner-only before SQLite opens it, so it is never world-readable.
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")  # first: before the cache holds any page
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("CREATE TABLE IF NOT EXISTS reports (seq INTEGER PRIMARY KEY, payload BLOB NOT NULL)")
