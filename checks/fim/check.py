@@ -297,6 +297,7 @@ class FimSession:
 
     def _loop(self, engine: FimEngine) -> None:
         copies = engine.copies_pending
+        quiet = True
         while not self.stopped.is_set():
             batch = self.coalescer.take(0.0 if copies else HEALTH_CHECK_S)
             if self.stopped.is_set():
@@ -304,8 +305,14 @@ class FimSession:
             if batch is None:
                 if copies:
                     copies = engine.fill_copies(_COPY_SLICE, cancel=self.stopped) > 0
+                elif not quiet:
+                    # The first quiet spell after changes: give back the SQLite pages and the heap that
+                    # handling them used (a burst of changes otherwise leaves ~1 MB behind for good).
+                    engine.db.shrink()
+                    quiet = True
                 self._health(engine)
                 continue
+            quiet = False
             if batch.overflow:
                 stats = _in_low_priority_thread(lambda: engine.rescan(
                     self._sink(engine, "overflow_rescan"), Detector.OVERFLOW_RESCAN, cancel=self.stopped))
