@@ -265,7 +265,7 @@ TaskResult = tuple[bytes, list[PageRow], list[bytes], list[str], int, int, list[
 #   the records, one after another
 # Encoding and decoding are joins, splits and slices done in C, never a loop of Python per field.
 PAGE_FILL = 128  # entries per page as a baseline writes them, leaving room to grow before a split
-PAGE_MAX = 256  # a page that grows past this is split in two
+PAGE_MAX = 256  # a page that grows past this is cut into pages of ~PAGE_FILL
 _PAGE_HEAD = struct.Struct("<III")
 _U32 = "I" if array("I").itemsize == 4 else "L"
 _U32_PAIR = struct.Struct("<II")
