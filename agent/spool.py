@@ -15,6 +15,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from common.files import create_owner_only
+
 DEFAULT_MAX_BYTES = 256 * 2**20
 # The spool's page cache, in KiB. SQLite's default, 2 MiB, stays filled for the agent's lifetime once a
 # backlog was drained. The spool's work touches few pages: the meta row, the end of the reports table
@@ -30,7 +32,7 @@ class Spool:
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         # Create the file owner-only before SQLite opens it, so it is never world-readable.
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        create_owner_only(path)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")  # first: before the cache holds any page
         self._db.execute("PRAGMA journal_mode=WAL")

@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.errors import UsageError
+from common.files import create_owner_only
 from controller import audit, eol, exceptions
 from controller.baselines import BaselineDoc, load_baseline
 from controller.ca import CertificateAuthority
@@ -76,7 +77,7 @@ class Controller:
             # Password, API-key and token hashes live here: owner-only before SQLite creates it (its -wal
             # and -shm files take the same mode).
             db_file = config.data_dir / "controller.db"
-            os.close(os.open(db_file, os.O_RDWR | os.O_CREAT, 0o600))
+            create_owner_only(db_file)
             os.chmod(db_file, 0o600)
         engine = make_engine(config.database_url)
         eol.use_data_dir(config.data_dir)  # an operator-imported EOL dataset there wins over the packaged one

@@ -51,6 +51,7 @@ from checks.fim.hashing import (
     page_row,
     pages_of,
 )
+from common.files import create_owner_only
 
 SCHEMA_VERSION = "2"  # 1: a row per path (files table); converted when opened
 # copy column: why there is, or is not, a copy of the content:
@@ -145,7 +146,7 @@ class StateDB:
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             # Owner-only before SQLite creates it, so the copies are never world-readable, not even briefly.
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            create_owner_only(path)
         except OSError as exc:
             raise FimStateError(f"{path}: cannot create the fim state database: {exc}") from exc
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
