@@ -162,7 +162,7 @@ class Builder:
             with self.db.tx():
                 for parent, pages in self.pages:
                     self.db.put_pages(parent, pages)
-                self.db.put_many(self.rows)
+                self.db.apply(self.rows)
             self.pages.clear()
             self.rows.clear()
         self.batched = 0

@@ -338,11 +338,6 @@ class PageView:
         return self.blob[self.body_at + a:self.body_at + b], self.blob[self.body_at - self.n + i]
 
 
-def find_in_page(blob: bytes, name: bytes) -> tuple[bytes, int] | None:
-    """(record, copy state) of ``name`` in a page."""
-    return PageView(blob).find(name)
-
-
 def pages_of(names: list[bytes], records: list[bytes], copies: bytearray, first: bytes) -> list[PageRow]:
     """A directory's sorted entries (or a chunk of them starting at ``first``) cut into pages."""
     out: list[PageRow] = []

@@ -46,7 +46,6 @@ from checks.fim.hashing import (
     DamagedPage,
     PageRow,
     PageView,
-    Row,
     decode_page,
     page_row,
     pages_of,
@@ -329,9 +328,6 @@ class StateDB:
 
     def put(self, parent: bytes, name: bytes, st: bytes, copy: int) -> None:
         self.apply([(parent, name, st, copy)])
-
-    def put_many(self, rows: Iterable[Row]) -> None:
-        self.apply(rows)
 
     def put_pages(self, parent: bytes, pages: Sequence[PageRow]) -> None:
         """Store pages of ``parent`` as a baseline made them. A page that would overlap one already

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -34,6 +35,25 @@ rules:
 """
 
 
+@contextlib.contextmanager
+def watching(tmp_path: Path, baseline: str) -> Iterator[tuple[Controller, AgentProc, str]]:
+    """A controller running ``baseline`` and an enrolled agent whose fim baseline is recorded."""
+    ctl = Controller(tmp_path / "controller")
+    ctl.start()
+    agent = AgentProc(tmp_path / "agent")
+    try:
+        (tmp_path / "b.yaml").write_text(baseline)
+        ctl.vigil("baseline", "apply", str(tmp_path / "b.yaml"))
+        agent_id = agent.enroll(ctl)
+        agent.start()
+        # The first scan records the baseline; only then is a change a change.
+        wait_for("the fim baseline", lambda: _results(ctl, agent_id), timeout=60)
+        yield ctl, agent, agent_id
+    finally:
+        agent.stop()
+        ctl.stop()
+
+
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[tuple[Controller, AgentProc, str, Path]]:
     root = tmp_path / "www"
@@ -41,20 +61,8 @@ def site(tmp_path: Path) -> Iterator[tuple[Controller, AgentProc, str, Path]]:
     (root / "index.html").write_text("<h1>Welcome</h1>\n<p>Trading hours 09:00-13:30</p>\n")
     (root / "secret.php").write_text("<?php $db_password = 'hunter2'; ?>\n")
     (root / "app.js").write_text("console.log('v1');\n" * 20)
-    ctl = Controller(tmp_path / "controller")
-    ctl.start()
-    (tmp_path / "b.yaml").write_text(BASELINE.format(root=root, rehash_days=7))
-    ctl.vigil("baseline", "apply", str(tmp_path / "b.yaml"))
-    agent = AgentProc(tmp_path / "agent")
-    agent_id = agent.enroll(ctl)
-    agent.start()
-    try:
-        # The first scan records the baseline; only then is a change a change.
-        wait_for("the fim baseline", lambda: _results(ctl, agent_id), timeout=60)
+    with watching(tmp_path, BASELINE.format(root=root, rehash_days=7)) as (ctl, agent, agent_id):
         yield ctl, agent, agent_id, root
-    finally:
-        agent.stop()
-        ctl.stop()
 
 
 def _results(ctl: Controller, agent_id: str) -> bool:
@@ -126,17 +134,10 @@ def test_touch_r_tampering_is_found_by_verification(tmp_path: Path) -> None:
     root.mkdir()
     target = root / "login.php"
     target.write_text("<?php check_password($u, $p); ?>\n")
-    ctl = Controller(tmp_path / "controller")
-    ctl.start()
     # rehash_days tiny: every verification re-hashes the whole (small) tree.
-    (tmp_path / "b.yaml").write_text(BASELINE.format(root=root, rehash_days=0.0001).replace(
-        "coalesce_ms: 50", "coalesce_ms: 50\n      realtime: false"))
-    ctl.vigil("baseline", "apply", str(tmp_path / "b.yaml"))
-    agent = AgentProc(tmp_path / "agent")
-    agent_id = agent.enroll(ctl)
-    agent.start()
-    try:
-        wait_for("the fim baseline", lambda: _results(ctl, agent_id), timeout=60)
+    baseline = BASELINE.format(root=root, rehash_days=0.0001).replace(
+        "coalesce_ms: 50", "coalesce_ms: 50\n      realtime: false")
+    with watching(tmp_path, baseline) as (ctl, _agent, agent_id):
         st = target.stat()
         with open(target, "r+") as f:  # same size, different content
             f.write("<?php return true;  ?>".ljust(len(target.read_text()) - 1) + "\n")
@@ -147,9 +148,6 @@ def test_touch_r_tampering_is_found_by_verification(tmp_path: Path) -> None:
         assert ticket["subject"] == str(target)
         assert ticket["evidence"]["detected_by"] in ("VERIFY", "REHASH")
         assert "sha256" in ticket["evidence"]["changed_fields"]
-    finally:
-        agent.stop()
-        ctl.stop()
 
 
 def test_changes_made_while_the_agent_was_stopped_are_reported_on_restart(site) -> None:
@@ -232,15 +230,9 @@ def test_file_cap_raises_a_ticket_and_a_full_scan_below_it_resolves_it(tmp_path:
     root.mkdir()
     for i in range(30):
         (root / f"page{i:02d}.html").write_text(f"<p>{i}</p>\n")
-    ctl = Controller(tmp_path / "controller")
-    ctl.start()
-    (tmp_path / "b.yaml").write_text(BASELINE.format(root=root, rehash_days=7).replace(
-        "coalesce_ms: 50", "coalesce_ms: 50\n      max_files: 20"))
-    ctl.vigil("baseline", "apply", str(tmp_path / "b.yaml"))
-    agent = AgentProc(tmp_path / "agent")
-    agent_id = agent.enroll(ctl)
-    agent.start()
-    try:
+    baseline = BASELINE.format(root=root, rehash_days=7).replace(
+        "coalesce_ms: 50", "coalesce_ms: 50\n      max_files: 20")
+    with watching(tmp_path, baseline) as (ctl, _agent, agent_id):
         # Never silent: the cap is a finding of its own, with what was and was not watched.
         (cap,) = wait_for("the file-cap ticket", lambda: [
             t for t in fim_tickets(ctl, agent_id) if t["subject"] == "file-cap"], timeout=60)
@@ -253,9 +245,6 @@ def test_file_cap_raises_a_ticket_and_a_full_scan_below_it_resolves_it(tmp_path:
             t for t in fim_tickets(ctl, agent_id) if t["subject"] == "file-cap" and t["status"] == "resolved"],
             timeout=60)
         assert "below the file cap" in resolved[0]["resolution"]
-    finally:
-        agent.stop()
-        ctl.stop()
 
 
 PACKAGE_BASELINE = """baseline: tw-securities-linux
@@ -293,40 +282,30 @@ def test_a_dpkg_upgrade_is_an_expected_change_but_a_hand_edit_of_the_same_file_i
     name = f"vigil-e2e-{os.getpid()}"
     root = Path(f"/opt/{name}")
     target = root / "bin" / "tool"
-    ctl = Controller(tmp_path / "controller")
-    ctl.start()
-    agent = AgentProc(tmp_path / "agent")
     try:
         subprocess.run(["dpkg", "-i", str(_deb(tmp_path, name, "1.0", target, "v1\n"))], check=True,
                        capture_output=True)
-        (tmp_path / "b.yaml").write_text(PACKAGE_BASELINE.format(root=root))
-        ctl.vigil("baseline", "apply", str(tmp_path / "b.yaml"))
-        agent_id = agent.enroll(ctl)
-        agent.start()
-        wait_for("the fim baseline", lambda: _results(ctl, agent_id), timeout=60)
+        with watching(tmp_path, PACKAGE_BASELINE.format(root=root)) as (ctl, _agent, agent_id):
+            # The package manager upgrades the program: recorded as a change by dpkg, no ticket.
+            subprocess.run(["dpkg", "-i", str(_deb(tmp_path, name, "1.1", target, "v2\n"))], check=True,
+                           capture_output=True)
+            upgraded = time.monotonic()
 
-        # The package manager upgrades the program: recorded as a change by dpkg, no ticket.
-        subprocess.run(["dpkg", "-i", str(_deb(tmp_path, name, "1.1", target, "v2\n"))], check=True,
-                       capture_output=True)
-        upgraded = time.monotonic()
+            def by_dpkg() -> list[tuple[str, str]]:
+                with read_only_db(ctl.data_dir / "controller.db") as db:
+                    return list(db.execute("SELECT path, expected_source FROM change_records WHERE asset=? AND path=?",
+                                           (agent_id, str(target))))
 
-        def by_dpkg() -> list[tuple[str, str]]:
-            with read_only_db(ctl.data_dir / "controller.db") as db:
-                return list(db.execute("SELECT path, expected_source FROM change_records WHERE asset=? AND path=?",
-                                       (agent_id, str(target))))
+            (_path, source), *_ = wait_for("the upgrade's change record", by_dpkg, timeout=60)
+            assert source == f"package manager (dpkg:{name})"
+            assert fim_tickets(ctl, agent_id) == []
 
-        (_path, source), *_ = wait_for("the upgrade's change record", by_dpkg, timeout=60)
-        assert source == f"package manager (dpkg:{name})"
-        assert fim_tickets(ctl, agent_id) == []
-
-        # Someone edits the same dpkg-owned file by hand once dpkg's run is over (what is tested here is a
-        # time having passed, so it is waited for): unexpected, a ticket at once.
-        time.sleep(max(0.0, upgraded + AFTER_S + 2 - time.monotonic()))
-        target.write_text("v2 with a backdoor\n")
-        (ticket,) = wait_for("a ticket for the hand edit", lambda: fim_tickets(ctl, agent_id), timeout=60)
-        assert ticket["subject"] == str(target)
+            # Someone edits the same dpkg-owned file by hand once dpkg's run is over (what is tested here is a
+            # time having passed, so it is waited for): unexpected, a ticket at once.
+            time.sleep(max(0.0, upgraded + AFTER_S + 2 - time.monotonic()))
+            target.write_text("v2 with a backdoor\n")
+            (ticket,) = wait_for("a ticket for the hand edit", lambda: fim_tickets(ctl, agent_id), timeout=60)
+            assert ticket["subject"] == str(target)
     finally:
-        agent.stop()
-        ctl.stop()
         subprocess.run(["dpkg", "--purge", name], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)

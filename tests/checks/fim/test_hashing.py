@@ -18,10 +18,10 @@ from checks.fim.hashing import (
     T_LINK,
     DamagedPage,
     PageRow,
+    PageView,
     RateLimiter,
     decode_page,
     describe,
-    find_in_page,
     head,
     page_row,
     run_task,
@@ -115,10 +115,10 @@ def test_page_round_trip_and_lookup() -> None:
     first, n, dirs, pending, blob = page_row(b"", names, records, bytearray([COPY_NONE, COPY_PENDING, 0, 0]))
     assert (first, n, dirs, pending) == (b"", 4, 1, 1)
     assert decode_page(blob) == (names, records, bytearray([COPY_NONE, COPY_PENDING, 0, 0]))
-    assert find_in_page(blob, b"z" * 300) == (records[3], 0)
-    assert find_in_page(blob, b"a") == (records[1], COPY_PENDING)
-    assert find_in_page(blob, b"") == (records[0], COPY_NONE)
-    assert find_in_page(blob, b"b") is None and find_in_page(blob, b"zz") is None
+    assert PageView(blob).find(b"z" * 300) == (records[3], 0)
+    assert PageView(blob).find(b"a") == (records[1], COPY_PENDING)
+    assert PageView(blob).find(b"") == (records[0], COPY_NONE)
+    assert PageView(blob).find(b"b") is None and PageView(blob).find(b"zz") is None
     assert decode_page(page_row(b"x", [], [], bytearray())[4]) == ([], [], bytearray())
 
 

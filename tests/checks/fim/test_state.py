@@ -24,7 +24,7 @@ def db(tmp_path: Path) -> Iterator[StateDB]:
 
 def _fill(db: StateDB, keys: list[tuple[bytes, bytes]]) -> None:
     with db.tx():
-        db.put_many([(p, n, b"\x01" + bytes(44), COPY_PENDING) for p, n in keys])
+        db.apply([(p, n, b"\x01" + bytes(44), COPY_PENDING) for p, n in keys])
     db.recount()
 
 
