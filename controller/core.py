@@ -18,13 +18,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from common.errors import UsageError
 from common.files import create_owner_only
-from controller import audit, eol, exceptions
 from controller.baselines import BaselineDoc, load_baseline
-from controller.ca import CertificateAuthority
-from controller.db.models import Baseline
-from controller.db.store import make_engine, session_factory, sqlite_url, upgrade
+from controller.domain import audit, eol, exceptions
+from controller.domain.ca import CertificateAuthority
+from controller.domain.policy import DEFAULT_HEARTBEAT_S, Applicable, applicable_rules
 from controller.errors import Conflict
-from controller.policy import DEFAULT_HEARTBEAT_S, Applicable, applicable_rules
+from controller.storage.models import Baseline
+from controller.storage.store import make_engine, session_factory, sqlite_url, upgrade
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

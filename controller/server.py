@@ -13,10 +13,10 @@ from pathlib import Path
 
 import uvicorn
 
-from controller.api import create_app
 from controller.core import Controller, ControllerConfig
-from controller.grpc_server import check_liveness, start_grpc
 from controller.notify.worker import prepare_worker
+from controller.rest.app import create_app
+from controller.rpc.service import check_liveness, start_grpc
 from controller.web.stats import take_snapshot_if_due
 
 log = logging.getLogger(__name__)

@@ -97,8 +97,7 @@ def test_every_check_module_is_registered() -> None:
 
 
 def test_controller_judges_every_registered_check() -> None:
-    from controller.ingest import KNOWN_RESULTS
-
+    from controller.domain.ingest import KNOWN_RESULTS
     assert {c.id: c.report_field for c in REGISTRY} == KNOWN_RESULTS
 
 

@@ -1,9 +1,9 @@
 """Notifications: ticket events go to an outbox in the same transaction as the event, and a worker
 delivers them to the configured targets with retries, recording every attempt.
 
-Public: ``enqueue`` (controller.tickets), ``start_worker``/``NotifyWorker`` (controller.server),
+Public: ``enqueue`` (controller.domain.tickets), ``start_worker``/``NotifyWorker`` (controller.server),
 ``load_config``/``NotifyConfig`` (notifications.yaml), ``TicketSink``/``Notifier`` (the target
-interfaces), ``register_routes`` lives in ``controller.notify.api``. See docs/notifications.md.
+interfaces), ``register_routes`` lives in ``controller.rest.notifications``. See docs/notifications.md.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 from common.errors import ConfigError, VigilError
 
 SEVERITIES: tuple[str, ...] = ("critical", "high", "medium", "low")
-# Event kinds controller.tickets writes to the outbox ("test" is only ever sent by the test endpoint).
+# Event kinds controller.domain.tickets writes to the outbox ("test" is only ever sent by the test endpoint).
 EVENT_KINDS: tuple[str, ...] = (
     "opened", "reopened", "auto_resolved", "transition", "comment", "assigned", "report", "exception",
 )

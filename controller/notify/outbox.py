@@ -18,9 +18,9 @@ from sqlalchemy import Connection
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
-from controller.db.models import Agent, Delivery, OutboxMessage, Ticket, TicketEvent
 from controller.notify.config import active
-from controller.serialize import event_json, ticket_json
+from controller.storage.models import Agent, Delivery, OutboxMessage, Ticket, TicketEvent
+from controller.storage.serialize import event_json, ticket_json
 
 # The target of a delivery whose targets are not decided yet (see the module docstring).
 ANY_TARGET = "*"

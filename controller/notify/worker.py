@@ -38,11 +38,11 @@ from sqlalchemy import Engine, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from controller.db.models import Delivery, DeliveryAttempt, ExternalTicket, Lock, OutboxMessage
 from controller.notify.base import DeliveryError, ExternalRef, Message, Target, TargetUnavailable, sync_ticket
 from controller.notify.config import NotifyConfig, RetryConfig, activate, deactivate, default_path, load_config
 from controller.notify.outbox import ANY_TARGET
 from controller.notify.targets import build, is_ticket_sink
+from controller.storage.models import Delivery, DeliveryAttempt, ExternalTicket, Lock, OutboxMessage
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

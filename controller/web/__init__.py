@@ -3,7 +3,7 @@
 Public: ``register(app, ctl, channel)`` mounts the pages under ``/`` and the static files under ``/static``;
 ``stats.take_snapshot`` records the fleet's state for the dashboard's trends. Modules: ``auth`` (browser
 sessions, CSRF), ``login`` (sign-in, TOTP, logout), ``pages`` (everything else), ``charts`` (inline SVG).
-The login and role rules live in :mod:`controller.users` and :mod:`controller.workflow`.
+The login and role rules live in :mod:`controller.domain.users` and :mod:`controller.domain.workflow`.
 """
 
 from __future__ import annotations

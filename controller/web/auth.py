@@ -8,7 +8,7 @@ CSRF: every POST carries the session's token (form field ``csrf_token`` or heade
 an ``Origin`` header, when the browser sends one, must name this host. The login form, which has no
 session yet, uses a double-submit cookie, so that nobody can sign a victim's browser in to their account.
 
-The password and TOTP rules themselves live in :mod:`controller.users`.
+The password and TOTP rules themselves live in :mod:`controller.domain.users`.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
-from controller.db.models import User, WebSession
-from controller.users import needs_mfa
+from controller.domain.users import needs_mfa
+from controller.storage.models import User, WebSession
 
 __all__ = [
     "ABSOLUTE_LIFETIME",

@@ -9,7 +9,7 @@ from typing import Any
 from jinja2 import Environment
 from markupsafe import Markup, escape
 
-from controller.serialize import rfc3339
+from controller.storage.serialize import rfc3339
 
 
 def ts(value: dt.datetime | None) -> Markup:

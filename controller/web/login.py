@@ -14,9 +14,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from common import __version__
-from controller import audit, users
-from controller.db.models import User
-from controller.users import LoginFailed
+from controller.domain import audit, users
+from controller.domain.users import LoginFailed
+from controller.storage.models import User
 from controller.web import auth
 from controller.web.pages import Ctx, Redirect, Refused, page, redirect, router, secure, state_of
 

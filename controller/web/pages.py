@@ -1,7 +1,7 @@
 """The pages of the web UI. Plain HTML forms: POST, then 303 to a GET page; an error re-renders the same page
 with the reason and a 4xx status. The rules (roles, ticket states, two-person approval, baseline validation)
-are the controller's own (:mod:`controller.workflow`, :mod:`controller.changes`, :mod:`controller.exceptions`,
-:meth:`controller.core.Controller.apply_baseline`); this module only shows them.
+are the controller's own (:mod:`controller.domain.workflow`, :mod:`controller.domain.changes`,
+:mod:`controller.domain.exceptions`, :meth:`controller.core.Controller.apply_baseline`); this module only shows them.
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ from starlette.templating import Jinja2Templates
 
 from common import __version__
 from common.errors import UsageError
-from controller import audit, changes, exceptions, workflow
 from controller.baselines import BaselineError
 from controller.core import Controller
-from controller.db.models import Agent, AuditEntry, Baseline, Finding, Ticket, TicketReport, User
+from controller.domain import audit, changes, exceptions, workflow
+from controller.domain.tickets import ACTIVE
+from controller.domain.users import needs_mfa, require, role_allows
 from controller.errors import Conflict, Forbidden, NotFound, http_status
-from controller.serialize import agent_json, rfc3339
-from controller.tickets import ACTIVE
-from controller.users import needs_mfa, require, role_allows
+from controller.storage.models import Agent, AuditEntry, Baseline, Finding, Ticket, TicketReport, User
+from controller.storage.serialize import agent_json, rfc3339
 from controller.web import auth, charts, stats
 
 router = APIRouter(include_in_schema=False)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from controller.db.models import Agent, ComplianceSnapshot, Finding, Ticket
-from controller.tickets import ACTIVE
+from controller.domain.tickets import ACTIVE
+from controller.storage.models import Agent, ComplianceSnapshot, Finding, Ticket
 
 __all__ = ["SEVERITIES", "DailyCount", "current", "daily_tickets", "history", "take_snapshot",
            "take_snapshot_if_due"]

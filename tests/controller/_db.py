@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller.db.store import make_engine, session_factory, sqlite_url, upgrade
+from controller.storage.store import make_engine, session_factory, sqlite_url, upgrade
 
 
 @contextlib.contextmanager

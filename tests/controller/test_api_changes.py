@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from controller import opcli
-from controller.api import create_app
+from controller.cli import operator as opcli
 from controller.core import Controller, ControllerConfig
-from controller.db.models import Agent
-from controller.users import create_api_key, create_user
+from controller.domain.users import create_api_key, create_user
+from controller.rest.app import create_app
+from controller.storage.models import Agent
 
 PASSWORD = "Correct-Horse-42-battery"
 USERS = (("viewer", "viewer"), ("analyst", "analyst"), ("admin", "admin"), ("admin2", "admin"))

@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller import audit
-from controller.db.models import AuditEntry
-from controller.db.store import make_engine, sqlite_url, upgrade
+from controller.domain import audit
+from controller.storage.models import AuditEntry
+from controller.storage.store import make_engine, sqlite_url, upgrade
 from tests.controller._db import migrated_sessions
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -168,7 +168,7 @@ def test_verification_walks_more_than_one_batch(sessions: sessionmaker[Session])
 
 def audit_verify(data_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "controller.cli", "audit", "verify", "--data-dir", str(data_dir), *extra],
+        [sys.executable, "-m", "controller.cli.controller", "audit", "verify", "--data-dir", str(data_dir), *extra],
         cwd=ROOT,
         capture_output=True,
         text=True,

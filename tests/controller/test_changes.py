@@ -12,9 +12,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.errors import UsageError
-from controller import audit, changes
-from controller.db.models import Agent, AuditEntry, Change
+from controller.domain import audit, changes
 from controller.errors import Conflict, Forbidden, NotFound
+from controller.storage.models import Agent, AuditEntry, Change
 from tests.controller._db import migrated_sessions
 
 T0 = dt.datetime(2026, 3, 2, 8, 0, tzinfo=dt.UTC)

@@ -16,11 +16,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from common.pki import cert_common_name, new_key_and_csr, verify_issued_by
 from common.tokens import EnrollmentToken, parse_token
-from controller import audit
-from controller.ca import AGENT_CERT_DAYS, CertificateAuthority
-from controller.db.models import Agent, AuditEntry, EnrollmentTokenRow
-from controller.enrollment import create_token, enroll, find_agent_for_cert, revoke
+from controller.domain import audit
+from controller.domain.ca import AGENT_CERT_DAYS, CertificateAuthority
+from controller.domain.enrollment import create_token, enroll, find_agent_for_cert, revoke
 from controller.errors import EnrollmentError, NotFound
+from controller.storage.models import Agent, AuditEntry, EnrollmentTokenRow
 from tests.controller._db import migrated_sessions
 
 

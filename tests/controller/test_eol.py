@@ -19,10 +19,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from common.errors import UsageError
-from controller import eol
 from controller.core import Controller, ControllerConfig
-from controller.db.models import AuditEntry, User
-from controller.users import create_api_key, create_user, role_allows, user_for_api_key
+from controller.domain import eol
+from controller.domain.users import create_api_key, create_user, role_allows, user_for_api_key
+from controller.storage.models import AuditEntry, User
 
 TODAY = dt.date(2026, 11, 21)
 PASSWORD = "Correct-Horse-42-battery"
@@ -476,7 +476,7 @@ def api(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str], Controller
             create_user(s, role, role, PASSWORD, "test")
             keys[role] = create_api_key(s, role, "test")
 
-    # The same dependencies as controller.api.create_app, so register_routes is tested as it is mounted.
+    # The same dependencies as controller.rest.app.create_app, so register_routes is tested as it is mounted.
     def current_user(request: Request) -> User:
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
         with ctl.sessions() as s:
@@ -509,7 +509,7 @@ def api(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str], Controller
 
 
 class RestClient:
-    """controller.opcli.Client's call() over FastAPI's TestClient."""
+    """controller.cli.operator.Client's call() over FastAPI's TestClient."""
 
     def __init__(self, client: TestClient, key: str) -> None:
         self.client, self.key = client, key

@@ -12,12 +12,12 @@ from google.protobuf.json_format import MessageToDict
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller import audit, changes
 from controller.baselines import BaselineDoc, BaselineError, Rule, load_baseline
-from controller.db.models import Agent, Change, ChangeRecord, Finding, Result, Ticket, TicketEvent
+from controller.domain import audit, changes
+from controller.domain.ingest import facts_of, ingest_reports
+from controller.domain.policy import applicable_rules
 from controller.evaluate import evaluate, settled_subjects
-from controller.ingest import facts_of, ingest_reports
-from controller.policy import applicable_rules
+from controller.storage.models import Agent, Change, ChangeRecord, Finding, Result, Ticket, TicketEvent
 from proto.vigil.v1 import agent_service_pb2 as pb
 from proto.vigil.v1 import common_pb2, fim_pb2, report_pb2
 from tests.controller._db import migrated_sessions

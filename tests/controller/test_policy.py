@@ -8,7 +8,7 @@ import pytest
 from google.protobuf.json_format import MessageToDict
 
 from controller.baselines import BaselineDoc, Rule
-from controller.policy import DEFAULT_HEARTBEAT_S, Applicable, applicable_rules, build_policy, task_id
+from controller.domain.policy import DEFAULT_HEARTBEAT_S, Applicable, applicable_rules, build_policy, task_id
 
 
 def rule(rule_id: str, check: str, interval_s: int, params: dict[str, Any] | None = None) -> Rule:

@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller import audit
-from controller.db.models import AuditEntry, Finding, Ticket, TicketEvent
-from controller.tickets import INITIAL_REPORT_WINDOW, Outcome, RuleRef, apply_outcomes, dedupe_key
+from controller.domain import audit
+from controller.domain.tickets import INITIAL_REPORT_WINDOW, Outcome, RuleRef, apply_outcomes, dedupe_key
+from controller.storage.models import AuditEntry, Finding, Ticket, TicketEvent
 from tests.controller._db import migrated_sessions
 
 T0 = dt.datetime(2026, 3, 2, 8, 0, tzinfo=dt.UTC)

@@ -11,10 +11,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.errors import UsageError
-from controller import audit
-from controller.db.models import ApiKey, AuditEntry, User
-from controller.errors import Conflict, NotFound
-from controller.users import (
+from controller.domain import audit
+from controller.domain.users import (
     MIN_PASSWORD,
     ROLES,
     check_password,
@@ -25,6 +23,8 @@ from controller.users import (
     user_for_api_key,
     validate_password,
 )
+from controller.errors import Conflict, NotFound
+from controller.storage.models import ApiKey, AuditEntry, User
 from tests.controller._db import migrated_sessions
 
 GOOD = "Correct-Horse-42-battery"

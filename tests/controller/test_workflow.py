@@ -11,11 +11,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.errors import UsageError
-from controller import audit, exceptions, workflow
-from controller.db.models import Agent, Finding, OutboxMessage, Ticket, TicketEvent, User
+from controller.domain import audit, exceptions, workflow
+from controller.domain.tickets import INITIAL_REPORT_WINDOW, Outcome, RuleRef, apply_outcomes
+from controller.domain.users import create_user
 from controller.errors import Conflict, Forbidden
-from controller.tickets import INITIAL_REPORT_WINDOW, Outcome, RuleRef, apply_outcomes
-from controller.users import create_user
+from controller.storage.models import Agent, Finding, OutboxMessage, Ticket, TicketEvent, User
 from tests.controller._db import migrated_sessions
 
 T0 = dt.datetime(2026, 3, 2, 8, 0, tzinfo=dt.UTC)

@@ -45,7 +45,8 @@ def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 30.0, every
 def cli(*args: str, input: str | None = None, check: bool = True, env: dict[str, str] | None = None
         ) -> subprocess.CompletedProcess[str]:
     """Run one of our console scripts through the current interpreter."""
-    mods = {"vigil": "controller.opcli", "vigil-agent": "agent.cli", "vigil-controller": "controller.cli"}
+    mods = {"vigil": "controller.cli.operator", "vigil-agent": "agent.cli",
+            "vigil-controller": "controller.cli.controller"}
     cmd = [sys.executable, "-m", mods[args[0]], *args[1:]]
     proc = subprocess.run(cmd, input=input, capture_output=True, text=True, cwd=ROOT, timeout=120,
                           env={**os.environ, **(env or {})})
@@ -75,7 +76,7 @@ class Controller:
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "controller.cli", "serve", "--data-dir", str(self.data_dir),
+        cmd = [sys.executable, "-m", "controller.cli.controller", "serve", "--data-dir", str(self.data_dir),
                "--grpc", self.address, "--enroll", f"127.0.0.1:{self.enroll_port}",
                "--http", f"127.0.0.1:{self.http_port}", "--heartbeat", self.heartbeat]
         with open(self.log, "ab") as logf:  # the child keeps its own copy of the descriptor

@@ -20,7 +20,7 @@ def test_vigil_up_serves_findings_and_the_web_ui_and_stops_its_agent_on_sigterm(
     data = tmp_path / "vigil-data"
     out = tmp_path / "up.out"
     with open(out, "wb") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "controller.opcli", "up", "--data-dir", str(data),
+        proc = subprocess.Popen([sys.executable, "-m", "controller.cli.operator", "up", "--data-dir", str(data),
                                  "--http", f"127.0.0.1:{http}", "--grpc", f"127.0.0.1:{grpc}"],
                                 cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
     try:

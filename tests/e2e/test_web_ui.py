@@ -185,8 +185,7 @@ def _screenshots(page: Any, ctl: Controller, agent_id: str, ticket_id: int) -> N
     """Fill the remaining pages a little (a change request, a second ticket) and photograph them."""
     import datetime as dt
 
-    from controller.serialize import rfc3339
-
+    from controller.storage.serialize import rfc3339
     start = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
     ctl.api("POST", "/changes", {"assets": [agent_id], "paths": ["/var/www/html/**"], "start": rfc3339(start),
                                  "end": rfc3339(start + dt.timedelta(hours=2)),

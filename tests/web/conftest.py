@@ -13,11 +13,11 @@ import pyotp
 import pytest
 from fastapi.testclient import TestClient
 
-from controller.api import create_app
 from controller.core import Controller, ControllerConfig
-from controller.db.models import Agent
-from controller.tickets import Outcome, RuleRef, apply_outcomes
-from controller.users import create_user
+from controller.domain.tickets import Outcome, RuleRef, apply_outcomes
+from controller.domain.users import create_user
+from controller.rest.app import create_app
+from controller.storage.models import Agent
 
 PASSWORD = "Correct-Horse-42-battery"
 

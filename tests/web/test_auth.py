@@ -5,8 +5,8 @@ from __future__ import annotations
 import pyotp
 from sqlalchemy import select
 
-from controller import cli
-from controller.db.models import AuditEntry, User, WebSession
+from controller.cli import controller as cli
+from controller.storage.models import AuditEntry, User, WebSession
 from tests.web.conftest import PASSWORD, Web, csrf_of, enrol_admin, login, signed_in
 
 

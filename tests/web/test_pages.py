@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from controller.db.models import AuditEntry, Baseline, ComplianceSnapshot, RiskException, Ticket
-from controller.serialize import rfc3339
+from controller.storage.models import AuditEntry, Baseline, ComplianceSnapshot, RiskException, Ticket
+from controller.storage.serialize import rfc3339
 from controller.web import stats
 from tests.web.conftest import Web, csrf_of, signed_in
 

@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller import workflow
-from controller.db.models import Delivery, DeliveryAttempt, User
-from controller.tickets import Outcome, RuleRef, apply_outcomes
+from controller.domain import workflow
+from controller.domain.tickets import Outcome, RuleRef, apply_outcomes
+from controller.storage.models import Delivery, DeliveryAttempt, User
 from tests.controller._db import migrated_sessions
 
 T = TypeVar("T")

@@ -1,4 +1,4 @@
-"""The REST view of the outbox and the admin test button (controller.notify.api.register_routes)."""
+"""The REST view of the outbox and the admin test button (controller.rest.notifications.register_routes)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller.db.models import AuditEntry, User
-from controller.notify.api import register_routes
 from controller.notify.config import activate, deactivate, parse_config
 from controller.notify.worker import engine_of
+from controller.rest.notifications import register_routes
+from controller.storage.models import AuditEntry, User
 from tests.controller.notify._servers import WebhookReceiver
 from tests.controller.notify.conftest import DbHost, open_ticket
 

@@ -16,11 +16,11 @@ import pytest
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller.db.models import Delivery, ExternalTicket, OutboxMessage
 from controller.notify.base import Message, fingerprint_tag
 from controller.notify.config import NotifyConfig, parse_config
 from controller.notify.targets import build
 from controller.notify.worker import NotifyWorker
+from controller.storage.models import Delivery, ExternalTicket, OutboxMessage
 from tests.controller.notify._servers import FakeJira, FakeServiceNow, RoundupTracker
 from tests.controller.notify.conftest import DbHost, attempts, comment, deliveries, open_ticket, transition, until
 

@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller.db.models import Lock
 from controller.notify.config import NotifyConfig, activate, deactivate, parse_config
 from controller.notify.outbox import ANY_TARGET
 from controller.notify.worker import NotifyWorker, engine_of
+from controller.storage.models import Lock
 from tests.controller.notify._servers import WebhookReceiver
 from tests.controller.notify.conftest import (
     DbHost,

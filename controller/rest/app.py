@@ -17,15 +17,16 @@ from sqlalchemy.orm import Session
 
 from common import __version__
 from common.errors import UsageError
-from controller import audit, changes, eol, exceptions, web, workflow
+from controller import web
 from controller.baselines import BaselineError
 from controller.core import Controller
-from controller.db.models import Agent, Baseline, Change, Delivery, Finding, Result, Ticket, User
+from controller.domain import audit, changes, eol, exceptions, workflow
+from controller.domain.users import role_allows, user_for_api_key
 from controller.errors import Conflict, Forbidden, NotFound, http_status
-from controller.grpc_server import AgentChannelService
-from controller.notify import api as notify_api
-from controller.serialize import agent_json, finding_json, rfc3339, ticket_json
-from controller.users import role_allows, user_for_api_key
+from controller.rest import notifications as notify_api
+from controller.rpc.service import AgentChannelService
+from controller.storage.models import Agent, Baseline, Change, Delivery, Finding, Result, Ticket, User
+from controller.storage.serialize import agent_json, finding_json, rfc3339, ticket_json
 
 
 @contextlib.contextmanager
@@ -120,8 +121,7 @@ def create_app(ctl: Controller, channel: AgentChannelService | None = None) -> F
     @r.post("/agents/{agent_id}/revoke")
     def revoke_agent(agent_id: str, user: Admin, body: Annotated[dict[str, Any], Body()] | None = None
                      ) -> dict[str, Any]:
-        from controller.enrollment import revoke
-
+        from controller.domain.enrollment import revoke
         reason = str((body or {}).get("reason", ""))
         with ctl.sessions.begin() as s:
             try:

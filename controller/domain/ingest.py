@@ -19,11 +19,11 @@ from google.protobuf.json_format import MessageToDict
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from controller import changes, eol
-from controller.db.models import Agent, Result
+from controller.domain import changes, eol
+from controller.domain.policy import Applicable
+from controller.domain.tickets import Book, Outcome, RuleRef, apply_outcomes
 from controller.evaluate import evaluate, settled_subjects
-from controller.policy import Applicable
-from controller.tickets import Book, Outcome, RuleRef, apply_outcomes
+from controller.storage.models import Agent, Result
 from proto.vigil.v1 import agent_service_pb2 as pb
 from proto.vigil.v1 import common_pb2, report_pb2
 

@@ -48,11 +48,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from common.errors import UsageError
-from controller import audit
 from controller.baselines import Rule
-from controller.db.models import Agent, Change, ChangeRecord
+from controller.domain import audit
 from controller.errors import Conflict, Forbidden, NotFound
 from controller.evaluate import fim_expected
+from controller.storage.models import Agent, Change, ChangeRecord
 
 __all__ = [
     "MAX_CLOCK_SKEW",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from controller.db.models import Agent, Finding, Ticket, TicketEvent, TicketReport
+from controller.storage.models import Agent, Finding, Ticket, TicketEvent, TicketReport
 
 
 def rfc3339(value: dt.datetime | None) -> str | None:

@@ -17,9 +17,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller import audit, exceptions
-from controller.db.models import Agent, Finding, RiskException, Ticket, TicketEvent
+from controller.domain import audit, exceptions
 from controller.notify import enqueue
+from controller.storage.models import Agent, Finding, RiskException, Ticket, TicketEvent
 
 SEVERITIES = ("critical", "high", "medium", "low")
 STATUSES = ("open", "acknowledged", "in_progress", "resolved", "closed", "false_positive")

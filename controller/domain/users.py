@@ -24,9 +24,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from common.errors import UsageError
-from controller import audit
-from controller.db.models import ApiKey, User, WebSession
+from controller.domain import audit
 from controller.errors import Conflict, ControllerError, Forbidden, NotFound
+from controller.storage.models import ApiKey, User, WebSession
 
 ROLES = ("viewer", "analyst", "admin")
 _RANK = {r: i for i, r in enumerate(ROLES)}

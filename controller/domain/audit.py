@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from controller.db.models import AuditEntry
+from controller.storage.models import AuditEntry
 
 GENESIS = "0" * 64
 

@@ -20,15 +20,15 @@ from cryptography import x509
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller import enrollment
 from controller.baselines import BaselineDoc
 from controller.core import Controller
-from controller.db.models import Agent
+from controller.domain import enrollment
+from controller.domain.ingest import ingest_reports
+from controller.domain.policy import applicable_rules, build_policy
+from controller.domain.tickets import Outcome, RuleRef, apply_outcomes
 from controller.errors import EnrollmentError
 from controller.evaluate import allowed_silence_s
-from controller.ingest import ingest_reports
-from controller.policy import applicable_rules, build_policy
-from controller.tickets import Outcome, RuleRef, apply_outcomes
+from controller.storage.models import Agent
 from proto.vigil.v1 import agent_service_pb2 as pb
 from proto.vigil.v1 import agent_service_pb2_grpc as pbg
 from proto.vigil.v1 import report_pb2

@@ -26,12 +26,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from common.errors import UsageError
-from controller import audit, exceptions
-from controller.db.models import Agent, RiskException, Ticket, TicketEvent, TicketReport, User
+from controller.domain import audit, exceptions
+from controller.domain.tickets import ACTIVE, record_event
+from controller.domain.users import require, role_allows
 from controller.errors import Conflict, NotFound
-from controller.serialize import event_json, report_json, rfc3339, ticket_json
-from controller.tickets import ACTIVE, record_event
-from controller.users import require, role_allows
+from controller.storage.models import Agent, RiskException, Ticket, TicketEvent, TicketReport, User
+from controller.storage.serialize import event_json, report_json, rfc3339, ticket_json
 
 __all__ = [
     "REPORT_STAGES",

@@ -18,7 +18,7 @@ from typing import Any
 
 from common.cli import Parser, add_common, print_json, run
 from common.errors import UsageError, VigilError
-from controller import eol
+from controller.domain import eol
 
 PROG = "vigil"
 
@@ -200,8 +200,7 @@ def _client(args: argparse.Namespace) -> Client:
 
 def main_args(args: argparse.Namespace) -> int:
     if args.noun == "up":
-        from controller.up import up
-
+        from controller.cli.up import up
         return up(args.data_dir, args.http, args.grpc, args.debug)
     if args.noun == "eol":
         doc, text = eol.run_cli(args, _client(args) if eol.needs_controller(args) else None)

@@ -30,11 +30,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from common.errors import UsageError
-from controller import audit
-from controller.changes import asset_in_scope, parse_time
-from controller.db.models import Agent, Finding, RiskException, User
+from controller.domain import audit
+from controller.domain.changes import asset_in_scope, parse_time
 from controller.errors import Conflict, Forbidden, NotFound
-from controller.serialize import rfc3339
+from controller.storage.models import Agent, Finding, RiskException, User
+from controller.storage.serialize import rfc3339
 
 __all__ = [
     "MAX_DURATION",
@@ -232,7 +232,7 @@ def exception_json(e: RiskException, session: Session | None = None, now: dt.dat
 def release(session: Session, now: dt.datetime | None = None) -> list[int]:
     """Findings whose exception expired or was revoked lose it; those still failing open or reopen their
     ticket now. Returns the ids of the tickets opened or reopened."""
-    from controller import tickets  # tickets imports this module
+    from controller.domain import tickets  # tickets imports this module
 
     when = _now(now)
     rows = session.execute(

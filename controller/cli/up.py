@@ -37,9 +37,8 @@ def up(data_dir: Path, http: str, grpc_addr: str, debug: bool) -> int:
     except ImportError as exc:
         sys.stderr.write(f"vigil: error: the controller is not installed ({exc.name}): pip install '.[controller]'\n")
         return 1
-    from controller.enrollment import create_token
-    from controller.users import create_api_key, create_user
-
+    from controller.domain.enrollment import create_token
+    from controller.domain.users import create_api_key, create_user
     setup_logging(debug, quiet=not debug)
     data_dir = data_dir.resolve()
     cdir, adir = data_dir / "controller", data_dir / "agent"

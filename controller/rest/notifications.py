@@ -5,7 +5,7 @@
 ``POST /api/v1/notifications/test`` ``{"target": NAME}`` (admin): a harmless message or read to one target
 ``POST /api/v1/notifications/deliveries/{outbox_id}/{target}/retry`` (admin): retry now, not at backoff
 
-Register with :func:`register_routes` from ``controller.api.create_app``. No ``from __future__ import
+Register with :func:`register_routes` from ``controller.rest.app.create_app``. No ``from __future__ import
 annotations`` here: FastAPI must evaluate the ``Annotated`` dependencies (see controller/eol.py).
 """
 
@@ -25,18 +25,17 @@ STATUSES = ("pending", "delivered", "skipped")
 
 
 def register_routes(router: "APIRouter", ctl: "Controller", need: Callable[[str], Callable[..., Any]]) -> None:
-    """Add the notification routes to ``router`` (the /api/v1 router of controller.api)."""
+    """Add the notification routes to ``router`` (the /api/v1 router of controller.rest.app)."""
     from fastapi import Body, Depends, HTTPException, Query
     from sqlalchemy import func, select
 
-    from controller import audit
-    from controller.db.models import Delivery, DeliveryAttempt, OutboxMessage, User
+    from controller.domain import audit
     from controller.notify.base import DeliveryError
     from controller.notify.outbox import ANY_TARGET
     from controller.notify.targets import build
     from controller.notify.worker import engine_of
-    from controller.serialize import rfc3339
-
+    from controller.storage.models import Delivery, DeliveryAttempt, OutboxMessage, User
+    from controller.storage.serialize import rfc3339
     engine = engine_of(ctl.sessions)
 
     def config() -> NotifyConfig:

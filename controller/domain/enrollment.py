@@ -9,10 +9,10 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from common.tokens import EnrollmentToken, hash_secret, parse_token, random_urlsafe
-from controller import audit
-from controller.ca import CertificateAuthority
-from controller.db.models import Agent, EnrollmentTokenRow
+from controller.domain import audit
+from controller.domain.ca import CertificateAuthority
 from controller.errors import EnrollmentError, NotFound
+from controller.storage.models import Agent, EnrollmentTokenRow
 
 _PLATFORM_TAGS = {"linux": "linux", "win": "windows", "darwin": "macos"}
 

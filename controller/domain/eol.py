@@ -821,15 +821,14 @@ def dataset_from_api(api_url: str, base: Dataset, wanted: Sequence[str] | None, 
 def register_routes(router: "APIRouter", ctl: "Controller", need: Callable[[str], Callable[..., Any]]) -> None:
     """``GET /eol/dataset`` (viewer), ``GET /eol/dataset/document`` (viewer), ``PUT /eol/dataset`` (admin).
 
-    Call from ``controller.api.create_app`` with its router and ``need``. Also points
+    Call from ``controller.rest.app.create_app`` with its router and ``need``. Also points
     :func:`active_dataset` at the controller's data dir.
     """
     from fastapi import Depends, HTTPException, Request
     from fastapi.responses import JSONResponse
 
-    from controller import audit
-    from controller.db.models import User
-
+    from controller.domain import audit
+    from controller.storage.models import User
     use_data_dir(ctl.config.data_dir)
     data_dir = ctl.config.data_dir
 

@@ -108,8 +108,7 @@ def main_args(args: argparse.Namespace) -> int:
     ctl = _open(args)
     actor = _admin_actor()
     if args.cmd == "token":
-        from controller.enrollment import create_token
-
+        from controller.domain.enrollment import create_token
         ttl = dt.timedelta(seconds=parse_duration(args.ttl))
         tags = [t.strip() for t in args.tags.split(",") if t.strip()]
         if not 1 <= args.count <= 100_000:
@@ -119,15 +118,13 @@ def main_args(args: argparse.Namespace) -> int:
         print("\n".join(tokens))
         return 0
     if args.cmd == "user" and args.sub in ("unlock", "reset-totp"):
-        from controller.users import reset_totp, unlock
-
+        from controller.domain.users import reset_totp, unlock
         with ctl.sessions.begin() as s:
             (unlock if args.sub == "unlock" else reset_totp)(s, args.username, actor)
         sys.stderr.write(f"{'unlocked' if args.sub == 'unlock' else 'reset the authenticator of'} {args.username}\n")
         return 0
     if args.cmd == "user":
-        from controller.users import create_user
-
+        from controller.domain.users import create_user
         password = sys.stdin.readline().rstrip("\r\n")
         if not password:
             raise UsageError("no password on stdin")
@@ -136,15 +133,13 @@ def main_args(args: argparse.Namespace) -> int:
         sys.stderr.write(f"created {args.role} {args.username}\n")
         return 0
     if args.cmd == "apikey":
-        from controller.users import create_api_key
-
+        from controller.domain.users import create_api_key
         with ctl.sessions.begin() as s:
             key = create_api_key(s, args.username, actor)
         print(key)
         return 0
     if args.cmd == "audit":
-        from controller import audit
-
+        from controller.domain import audit
         with ctl.sessions() as s:
             res = audit.verify(s)
         if args.json:
@@ -157,8 +152,7 @@ def main_args(args: argparse.Namespace) -> int:
                              f"({res.entries} entries verified before it)\n")
         return 0 if res.ok else 1
     if args.cmd == "agent":
-        from controller.enrollment import revoke
-
+        from controller.domain.enrollment import revoke
         with ctl.sessions.begin() as s:
             agent = revoke(s, args.agent_id, actor, args.reason)
         print(f"revoked {agent.id} ({agent.hostname})")

@@ -267,7 +267,7 @@ class ChangeRecord(Base):
     path: Mapped[str] = mapped_column(Text)
     old_path: Mapped[str] = mapped_column(Text, default="")
     kind: Mapped[str] = mapped_column(String(16))
-    # When the change happened as far as the controller can tell (see controller.changes.event_time).
+    # When the change happened as far as the controller can tell (see controller.domain.changes.event_time).
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     detected_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
@@ -339,7 +339,7 @@ class OutboxMessage(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     kind: Mapped[str] = mapped_column(String(32))  # opened | reopened | transition | comment | assigned | ...
     ticket_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
-    # The ticket as it was after the event plus the event itself (controller.serialize.outbox_payload).
+    # The ticket as it was after the event plus the event itself (controller.storage.serialize.outbox_payload).
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     # Written with the message (controller.notify.enqueue), one per target that wants it, so that the
     # unit of work inserts them after the message without a flush in between.

@@ -1,0 +1,1 @@
+"""Command-line transports: vigil-controller, the operator CLI (vigil), vigil up."""

@@ -1,0 +1,1 @@
+"""Domain use cases: each runs in the caller's transaction."""

@@ -1,0 +1,1 @@
+"""The REST transport (/api/v1)."""

@@ -1,0 +1,1 @@
+"""The gRPC transport: agents' report and command streams, enrollment."""
