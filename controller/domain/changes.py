@@ -51,7 +51,7 @@ from common.errors import UsageError
 from controller.baselines import Rule
 from controller.domain import audit
 from controller.errors import Conflict, Forbidden, NotFound
-from controller.evaluate import fim_expected
+from controller.judges.fim import fim_expected
 from controller.storage.models import Agent, Change, ChangeRecord
 
 __all__ = [

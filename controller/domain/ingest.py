@@ -8,10 +8,7 @@ client returns.
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import logging
-import math
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,103 +19,29 @@ from sqlalchemy.orm import Session
 from controller.domain import changes, eol
 from controller.domain.policy import Applicable
 from controller.domain.tickets import Book, Outcome, RuleRef, apply_outcomes
-from controller.evaluate import evaluate, settled_subjects
+from controller.judges import InvalidFacts, evaluate, judge_for
+from controller.judges.registry import JUDGES
 from controller.storage.models import Agent, Result
 from proto.vigil.v1 import agent_service_pb2 as pb
 from proto.vigil.v1 import common_pb2, report_pb2
 
 log = logging.getLogger(__name__)
 
-# The Report oneof field of each check id that this controller can judge, with its newest version.
-KNOWN_RESULTS: dict[str, str] = {
-    "ports": "ports", "agent": "agent", "av": "av", "eol": "eol", "ntp": "ntp", "fim": "fim",
-}
-_PROTOS = {"tcp", "tcp6", "udp", "udp6"}
-_FIM_KINDS = {"CREATED", "MODIFIED", "DELETED", "RENAMED", "PERMISSIONS"}
-_FIM_DETECTORS = {"DETECTOR_UNSPECIFIED", "REALTIME", "VERIFY", "REHASH", "STARTUP", "OVERFLOW_RESCAN"}
-_WINDOWS_ABS = re.compile(r"^[A-Za-z]:[\\/]")
+# The Report oneof field of each check id that this controller can judge.
+KNOWN_RESULTS: dict[str, str] = {check_id: j.report_field for check_id, j in JUDGES.items()}
 
 
 class InvalidReport(ValueError):
     pass
 
 
-def _validate_ports(facts: dict[str, Any]) -> None:
-    for i, lst in enumerate(facts.get("listeners", [])):
-        if lst.get("proto") not in _PROTOS:
-            raise InvalidReport(f"listeners[{i}].proto {lst.get('proto')!r} is not one of {sorted(_PROTOS)}")
-        port = int(lst.get("port", 0))
-        if not 0 < port < 65536:
-            raise InvalidReport(f"listeners[{i}].port {port} is out of range")
-        try:
-            ipaddress.ip_address(str(lst.get("address", "")).split("%")[0])
-        except ValueError as exc:
-            raise InvalidReport(f"listeners[{i}].address {lst.get('address')!r} is not an IP address") from exc
-
-
-def _validate_av(facts: dict[str, Any]) -> None:
-    names = [str(p.get("name", "")) for p in facts.get("products", [])]
-    if "" in names or len(names) != len(set(names)):
-        raise InvalidReport(f"av products need unique, non-empty names, got {names}")
-    for p in facts.get("products", []):
-        age = p.get("signature_age_hours", 0)
-        # A negative age is a fact (the host's clock is behind the signature builder's), NaN is not.
-        if not isinstance(age, int | float) or not math.isfinite(age):
-            raise InvalidReport(f"av product {p.get('name')!r}: signature_age_hours {age!r} is not a valid age")
-
-
-def _validate_eol(facts: dict[str, Any]) -> None:
-    problems = eol.validate_facts(facts)
-    if problems:
-        raise InvalidReport("; ".join(problems[:5]))
-
-
-def _validate_ntp(facts: dict[str, Any]) -> None:
-    for key in ("offset_ms", "daemon_offset_ms", "root_delay_ms", "root_dispersion_ms", "seconds_since_sync"):
-        value = facts.get(key, 0)
-        if not isinstance(value, int | float) or not math.isfinite(value):
-            raise InvalidReport(f"ntp {key} {value!r} is not a finite number")
-    if facts.get("offset_source", "") not in ("", "sntp", "daemon"):
-        raise InvalidReport(f"ntp offset_source {facts.get('offset_source')!r} is not sntp, daemon or empty")
-
-
-def _absolute(path: Any) -> bool:
-    return isinstance(path, str) and "\x00" not in path and (path.startswith("/") or bool(_WINDOWS_ABS.match(path)))
-
-
-def _validate_fim(facts: dict[str, Any]) -> None:
-    events = facts.get("events", [])
-    if not isinstance(events, list):
-        raise InvalidReport("fim events must be a list")
-    for i, event in enumerate(events):
-        if not isinstance(event, dict):
-            raise InvalidReport(f"fim events[{i}] is not an event")
-        kind = event.get("kind")
-        if kind not in _FIM_KINDS:
-            raise InvalidReport(f"fim events[{i}].kind {kind!r} is not one of {', '.join(sorted(_FIM_KINDS))}")
-        if not _absolute(event.get("path")):
-            raise InvalidReport(f"fim events[{i}].path {event.get('path')!r} is not an absolute path")
-        if kind == "RENAMED" and not _absolute(event.get("old_path")):
-            raise InvalidReport(f"fim events[{i}] is a rename without an absolute old_path")
-        if event.get("detected_by", "DETECTOR_UNSPECIFIED") not in _FIM_DETECTORS:
-            raise InvalidReport(f"fim events[{i}].detected_by {event.get('detected_by')!r} is unknown")
-        # Only the controller says which change an event falls inside (annotate() fills it in).
-        event["expected_change_id"] = ""
-    for i, root in enumerate(facts.get("roots", []) or []):
-        if not _absolute(root):
-            raise InvalidReport(f"fim roots[{i}] {root!r} is not an absolute path")
-
-
-_VALIDATORS = {
-    "ports": _validate_ports, "av": _validate_av, "eol": _validate_eol, "ntp": _validate_ntp, "fim": _validate_fim,
-}
-
-
 def facts_of(report: report_pb2.Report) -> dict[str, Any]:
     field = report.WhichOneof("result")
-    expected = KNOWN_RESULTS.get(report.check_id)
-    if expected is None:
-        raise InvalidReport(f"unknown check {report.check_id!r}")
+    try:
+        judge = judge_for(report.check_id, report.check_version)
+    except InvalidFacts as exc:
+        raise InvalidReport(str(exc)) from None
+    expected = judge.report_field
     if field is None:
         if report.status.kind == common_pb2.CheckStatus.OK:
             raise InvalidReport(f"check {report.check_id!r} reported OK without a result")
@@ -129,9 +52,10 @@ def facts_of(report: report_pb2.Report) -> dict[str, Any]:
     facts: dict[str, Any] = MessageToDict(
         getattr(report, field), preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
-    validator = _VALIDATORS.get(report.check_id)
-    if validator:
-        validator(facts)
+    try:
+        judge.validate(facts)
+    except InvalidFacts as exc:
+        raise InvalidReport(str(exc)) from None
     return facts
 
 
@@ -245,12 +169,14 @@ def judge(
             baseline_version=app.baseline.version,
         )
         outcomes = [Outcome(o.subject, o.passed, o.message, dict(o.evidence)) for o in observations]
-        if check_id == "fim":
-            # File changes are events, not states: a scan without events resolves nothing, and an
-            # expected change does not undo an earlier unexpected one. Expected ones are change records.
+        judge = judge_for(check_id)
+        if judge.records_changes:
             changes.record(session, agent.id, app.rule, facts, result_id, now)
+        if not judge.auto_resolve:
+            # Events, not states: a result without events resolves nothing, and an expected change does
+            # not undo an earlier unexpected one; only the subjects the judge says it settles resolve.
             apply_outcomes(session, agent.id, agent.hostname, ref, outcomes, now, result_id, complete=False, book=book,
-                           auto_resolve=False, settled=settled_subjects(check_id, facts, status))
+                           auto_resolve=False, settled=judge.settled(facts, status))
             continue
         # A check that failed to run says nothing about subjects it did not see: keep them as they were.
         complete = status in ("OK", "PARTIAL")

@@ -30,6 +30,7 @@ from controller.domain import audit, exceptions
 from controller.domain.tickets import ACTIVE, record_event
 from controller.domain.users import require, role_allows
 from controller.errors import Conflict, NotFound
+from controller.judges import JUDGES, TicketView
 from controller.storage.models import Agent, RiskException, Ticket, TicketEvent, TicketReport, User
 from controller.storage.serialize import event_json, report_json, rfc3339, ticket_json
 
@@ -228,23 +229,12 @@ def _current_stages(session: Session, t: Ticket, reports: list[TicketReport]) ->
 
 def suggest_baseline_change(t: Ticket) -> str | None:
     """What to change in the baseline so the alert condition stops firing for this subject
-    (TPEx-CPA 3(12)5), as a hint an admin can apply; ``None`` when no edit would be sensible."""
-    ev = t.evidence or {}
-    if t.check_id == "ports":
-        proto, addr, port = ev.get("proto"), str(ev.get("address") or ""), ev.get("port")
-        if proto and port:
-            where = f"{addr}:{port}" if addr and addr not in ("0.0.0.0", "::") else str(port)
-            if ":" in addr and addr != "::":
-                where = f"[{addr}]:{port}"
-            proc = str(ev.get("process") or "") if ev.get("owner_known") else ""
-            entry = f"{proto}/{where}" + (f" {proc}" if proc else "")
-            return f'rule {t.rule_id} in baseline {t.baseline}: add "{entry}" to expect.listening.allow'
-    if t.check_id == "fim" and t.subject.startswith("/"):
-        return (f"rule {t.rule_id} in baseline {t.baseline}: add an exclude glob for {t.subject} to params.exclude, "
-                "or request an approved change before the next deployment")
-    if t.check_id in ("av", "ntp", "eol"):
-        return f"rule {t.rule_id} in baseline {t.baseline}: revise its expect thresholds if they do not fit this asset"
-    return None
+    (TPEx-CPA 3(12)5), as a hint an admin can apply; ``None`` when no edit would be sensible.
+    The ticket's judge knows what its check's rules look like."""
+    judge = JUDGES.get(t.check_id)
+    if judge is None:
+        return None
+    return judge.hint(TicketView(t.rule_id, t.baseline, t.subject, t.evidence or {}))
 
 
 def ticket_detail(session: Session, t: Ticket) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from controller.domain.ingest import ingest_reports
 from controller.domain.policy import applicable_rules, build_policy
 from controller.domain.tickets import Outcome, RuleRef, apply_outcomes
 from controller.errors import EnrollmentError
-from controller.evaluate import allowed_silence_s
+from controller.judges.agent import allowed_silence_s
 from controller.storage.models import Agent
 from proto.vigil.v1 import agent_service_pb2 as pb
 from proto.vigil.v1 import agent_service_pb2_grpc as pbg

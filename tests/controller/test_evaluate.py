@@ -9,7 +9,8 @@ import pytest
 from google.protobuf.json_format import MessageToDict
 
 from controller.baselines import Rule, load_baseline
-from controller.evaluate import Observation, allowed_silence_s, evaluate
+from controller.judges import Observation, evaluate
+from controller.judges.agent import allowed_silence_s
 from proto.vigil.v1 import agent_pb2, ports_pb2
 
 DEFAULT = Path(__file__).parents[2] / "controller" / "default_baselines" / "tw-securities-linux.yaml"

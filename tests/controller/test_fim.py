@@ -16,7 +16,7 @@ from controller.baselines import BaselineDoc, BaselineError, Rule, load_baseline
 from controller.domain import audit, changes
 from controller.domain.ingest import facts_of, ingest_reports
 from controller.domain.policy import applicable_rules
-from controller.evaluate import evaluate, settled_subjects
+from controller.judges import JUDGES, evaluate
 from controller.storage.models import Agent, Change, ChangeRecord, Finding, Result, Ticket, TicketEvent
 from proto.vigil.v1 import agent_service_pb2 as pb
 from proto.vigil.v1 import common_pb2, fim_pb2, report_pb2
@@ -140,11 +140,11 @@ def test_file_cap_fails_and_baseline_scan_judges_nothing() -> None:
 
 
 def test_what_a_result_settles_without_observing_it() -> None:
-    assert set(settled_subjects("fim", facts(scan_kind="verify"), "OK")) == {"check-status", "file-cap"}
-    assert set(settled_subjects("fim", facts(scan_kind="realtime"), "OK")) == {"check-status"}
-    assert set(settled_subjects("fim", facts(scan_kind="verify", file_cap_reached=True), "OK")) == {"check-status"}
-    assert settled_subjects("fim", {}, "ERROR") == {}
-    assert settled_subjects("ports", {}, "OK") == {}
+    assert set(JUDGES["fim"].settled(facts(scan_kind="verify"), "OK")) == {"check-status", "file-cap"}
+    assert set(JUDGES["fim"].settled(facts(scan_kind="realtime"), "OK")) == {"check-status"}
+    assert set(JUDGES["fim"].settled(facts(scan_kind="verify", file_cap_reached=True), "OK")) == {"check-status"}
+    assert JUDGES["fim"].settled({}, "ERROR") == {}
+    assert JUDGES["ports"].settled({}, "OK") == {}
 
 
 # -- baselines ----------------------------------------------------------------------------------------

@@ -1,0 +1,189 @@
+"""What every judge shares: the observation type, the judge interface, and the generic fact operators.
+
+A judge is everything the controller knows about one check: which result versions it can read, how it
+re-validates the facts an agent sent, how it turns facts into observations against a rule, which
+subjects a result settles without observing them, whether its tickets resolve themselves, the hint that
+stops a false positive recurring, and the default interval. Judges are pure: no I/O, no database.
+
+``facts`` is the JSON form of the check's result message (proto3 JSON: fields at their default value
+are included by ingest, 64-bit integers may arrive as strings), so reads supply defaults and accept
+numeric strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from controller.baselines import Rule
+
+__all__ = [
+    "CHECK_STATUS_SUBJECT",
+    "JUDGEABLE",
+    "InvalidFacts",
+    "Judge",
+    "Observation",
+    "TicketView",
+    "as_int",
+    "as_number",
+    "generic",
+]
+
+# Subject of the observation that stands for "the check did not run", so a broken check gets a
+# finding (and a ticket) of its own and is resolved by the next good result.
+CHECK_STATUS_SUBJECT = "check-status"
+JUDGEABLE = ("OK", "PARTIAL")
+
+
+class InvalidFacts(ValueError):
+    """An agent sent facts that do not hold up (shape or range); the report is rejected."""
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One subject (a listener, a path, a product; ``""`` for the host as a whole) passing or failing."""
+
+    subject: str
+    passed: bool
+    message: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TicketView:
+    """What a judge may read of a ticket to suggest a baseline change."""
+
+    rule_id: str
+    baseline: str
+    subject: str
+    evidence: Mapping[str, Any]
+
+
+class Judge:
+    """The base of every judge; a judge module defines one subclass and one instance of it."""
+
+    id: ClassVar[str]
+    # The check versions whose results this judge reads (old agents stay judged while a fleet upgrades).
+    versions: ClassVar[frozenset[int]] = frozenset({1})
+    default_interval_s: ClassVar[int] = 300
+    # False for checks whose observations are events (a file change): a later good event does not undo
+    # an earlier bad one, and a result without events resolves nothing.
+    auto_resolve: ClassVar[bool] = True
+    # Its expected observations are kept as change records (TPEx-CPA 3(8)4(3)).
+    records_changes: ClassVar[bool] = False
+
+    @property
+    def report_field(self) -> str:
+        """The Report ``result`` oneof field this check's results arrive in: its id (one name for one thing)."""
+        return self.id
+
+    def validate(self, facts: dict[str, Any]) -> None:
+        """Raise InvalidFacts when ``facts`` do not hold up; may normalise them in place."""
+
+    def evaluate(self, rule: Rule, facts: Mapping[str, Any], changes: Mapping[str, str]) -> list[Observation]:
+        """Judge facts of a result that ran (status OK or PARTIAL) against ``rule``."""
+        return [generic(rule, facts)]
+
+    def settled(self, facts: Mapping[str, Any], status: str) -> dict[str, str]:
+        """Subjects a result vouches for without observing them, with the reason; their failures resolve."""
+        return {}
+
+    def hint(self, ticket: TicketView) -> str | None:
+        """What to change in the baseline so this ticket's alert stops firing (TPEx-CPA 3(12)5)."""
+        return (f"rule {ticket.rule_id} in baseline {ticket.baseline}: revise its expect thresholds if they do not "
+                "fit this asset")
+
+
+# -- the generic form: `fact: value` or `fact: {max|min|max_abs|equals: number}` -------------------------
+
+
+def generic(rule: Rule, facts: Mapping[str, Any]) -> Observation:
+    failures: list[str] = []
+    holds: list[str] = []
+    observed: dict[str, Any] = {}
+    for fact, want in rule.expect.items():
+        if fact not in facts:
+            failures.append(f"fact {fact} not reported")
+            continue
+        have = facts[fact]
+        observed[fact] = have
+        problems, fine = _operators(fact, have, want) if isinstance(want, Mapping) else _equals(fact, have, want)
+        failures += problems
+        holds += fine
+    evidence = {"facts": observed, "expect": rule.expect, "failed": failures}
+    if failures:
+        return Observation("", False, f"{rule.id}: " + "; ".join(failures), evidence)
+    return Observation("", True, f"{rule.id}: " + "; ".join(holds), evidence)
+
+
+# operator -> (holds, text when it holds, text when it does not); texts take fact, value, bound.
+_OPERATORS: dict[str, tuple[Callable[[float, float], bool], str, str]] = {
+    "max": (lambda v, b: v <= b, "{f} {v} <= {b}", "{f} is {v}, more than the maximum {b}"),
+    "min": (lambda v, b: v >= b, "{f} {v} >= {b}", "{f} is {v}, less than the minimum {b}"),
+    "max_abs": (lambda v, b: abs(v) <= b, "{f} {v} within +/-{b}", "{f} is {v}, beyond +/-{b}"),
+    "equals": (lambda v, b: v == b, "{f} is {v}", "{f} is {v}, expected {b}"),
+}
+
+
+def _operators(fact: str, have: Any, want: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    value = as_number(have)
+    if value is None:
+        return [f"{fact} is {_show(have)}, not a number"], []
+    failures: list[str] = []
+    holds: list[str] = []
+    for op, bound in want.items():
+        spec = _OPERATORS.get(op)
+        if spec is None or as_number(bound) is None:
+            # Validated away at load time; should a stored document still hold one, fail closed.
+            failures.append(f"{fact}: cannot apply {op}: {_show(bound)}")
+            continue
+        test, good, bad = spec
+        ok = test(value, bound)
+        (holds if ok else failures).append((good if ok else bad).format(f=fact, v=_fmt(value), b=_fmt(bound)))
+    return failures, holds
+
+
+def _equals(fact: str, have: Any, want: Any) -> tuple[list[str], list[str]]:
+    if isinstance(want, bool) or isinstance(have, bool):
+        # 1 == True in Python; a boolean fact only equals a boolean expectation.
+        ok = isinstance(have, bool) and isinstance(want, bool) and have == want
+    elif isinstance(want, int | float):
+        number = as_number(have)
+        ok = number is not None and number == want
+    else:
+        ok = have == want
+    text = f"{fact} is {_show(have)}"
+    return ([], [text]) if ok else ([f"{text}, expected {_show(want)}"], [])
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return repr(v) if isinstance(v, str) else str(v)
+
+
+def _fmt(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else str(v)
+
+
+def as_number(v: Any) -> float | None:
+    """A number from a fact; proto3 JSON writes 64-bit integers as strings."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int | float):
+        return v
+    if isinstance(v, str):
+        try:
+            return int(v)
+        except ValueError:
+            try:
+                return float(v)
+            except ValueError:
+                return None
+    return None
+
+
+def as_int(v: Any) -> int:
+    number = as_number(v)
+    return int(number) if number is not None else 0
