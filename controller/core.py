@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from common.errors import UsageError
 from common.files import create_owner_only
 from controller.baselines import BaselineDoc, load_baseline
-from controller.domain import audit, eol, exceptions
+from controller.domain import audit, eol, exceptions, liveness
 from controller.domain.ca import CertificateAuthority
 from controller.domain.policy import DEFAULT_HEARTBEAT_S, Applicable, applicable_rules
 from controller.errors import Conflict
@@ -161,6 +161,14 @@ class Controller:
         with self.sessions.begin() as s:
             reopened = exceptions.release(s, now)
         return {"tickets_reopened_by_lapsed_exceptions": reopened}
+
+    def check_liveness(self, now: dt.datetime | None = None) -> dict[str, int]:
+        """One liveness round: silent agents become offline, then lost with a ticket (domain/liveness.py)."""
+        when = now or dt.datetime.now(dt.UTC)
+        docs = self.baselines()  # once per round, not once per agent
+        offline_after = dt.timedelta(seconds=self.config.heartbeat_s * self.config.offline_after_beats)
+        with self.sessions.begin() as s:
+            return liveness.check_liveness(s, docs, offline_after, self.config.default_lost_after_s, when)
 
     # -- running database work off the event loop ----------------------------------------------
     async def db(self, fn: Callable[..., T], *args: Any) -> T:

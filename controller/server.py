@@ -16,7 +16,7 @@ import uvicorn
 from controller.core import Controller, ControllerConfig
 from controller.notify.worker import prepare_worker
 from controller.rest.app import create_app
-from controller.rpc.service import check_liveness, start_grpc
+from controller.rpc.service import start_grpc
 from controller.web.stats import take_snapshot_if_due
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ async def serve(
         while True:
             await asyncio.sleep(config.liveness_every_s)
             try:
-                changed = await ctl.db(check_liveness, ctl)
+                changed = await ctl.db(ctl.check_liveness)
                 if any(changed.values()):
                     log.info("liveness: %s", changed)
                 done = await ctl.db(_housekeeping, ctl)

@@ -17,17 +17,14 @@ from dataclasses import dataclass, field
 
 import grpc
 from cryptography import x509
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller.baselines import BaselineDoc
 from controller.core import Controller
-from controller.domain import enrollment
+from controller.domain import enrollment, liveness
 from controller.domain.ingest import ingest_reports
 from controller.domain.policy import applicable_rules, build_policy
-from controller.domain.tickets import Outcome, RuleRef, apply_outcomes
 from controller.errors import EnrollmentError
-from controller.judges.agent import allowed_silence_s
 from controller.storage.models import Agent
 from proto.vigil.v1 import agent_service_pb2 as pb
 from proto.vigil.v1 import agent_service_pb2_grpc as pbg
@@ -271,47 +268,7 @@ class AgentChannelService(pbg.AgentChannelServicer):
             was = agent.status
             agent.status = "online"
             if was == "lost":
-                _contact_outcome(self.ctl, s, agent, True, now)
-
-
-def _contact_outcome(
-    ctl: Controller, s: Session, agent: Agent, back: bool, now: dt.datetime, docs: list[BaselineDoc] | None = None
-) -> None:
-    docs = ctl.baselines() if docs is None else docs
-    rules = [a for a in applicable_rules(docs, agent.tags) if a.rule.check == "agent"]
-    rule_id, severity, baseline, version = "AGENT-CONTACT", "high", "", 0
-    refs: tuple[str, ...] = ("TPEx-CPA 3(8)4(2)",)
-    if rules:
-        app = rules[0]
-        rule_id, severity, refs = app.rule.id, app.rule.severity, tuple(app.rule.refs)
-        baseline, version = app.baseline.name, app.baseline.version
-    ref = RuleRef(rule_id, "agent", severity, refs, baseline, version)
-    since = agent.last_seen.isoformat(timespec="seconds") if agent.last_seen else "never"
-    msg = "heartbeats resumed" if back else f"device lost contact (last heartbeat {since})"
-    outcome = Outcome("contact", back, msg, {"last_seen": since})
-    apply_outcomes(s, agent.id, agent.hostname, ref, [outcome], now, None, complete=False)
-
-
-def check_liveness(ctl: Controller, now: dt.datetime | None = None) -> dict[str, int]:
-    """Mark silent agents offline, then lost (with a ticket) past the baseline's ``max_silence``."""
-    now = now or dt.datetime.now(dt.UTC)
-    docs = ctl.baselines()  # once per round, not once per agent
-    offline_after = dt.timedelta(seconds=ctl.config.heartbeat_s * ctl.config.offline_after_beats)
-    changed = {"offline": 0, "lost": 0}
-    with ctl.sessions.begin() as s:
-        for agent in s.execute(select(Agent).where(Agent.revoked_at.is_(None))).scalars():
-            seen = agent.last_seen or agent.enrolled_at
-            silence = now - seen
-            rules = [a.rule for a in applicable_rules(docs, agent.tags)]
-            lost_after = dt.timedelta(seconds=allowed_silence_s(rules) or ctl.config.default_lost_after_s)
-            if agent.status == "online" and silence > offline_after:
-                agent.status = "offline"
-                changed["offline"] += 1
-            if agent.status in ("offline", "online") and silence > lost_after and agent.last_seen is not None:
-                agent.status = "lost"
-                changed["lost"] += 1
-                _contact_outcome(ctl, s, agent, False, now, docs)
-    return changed
+                liveness.contact_outcome(s, agent, True, now, self.ctl.baselines())
 
 
 def server_credentials(ctl: Controller, mutual: bool) -> grpc.ServerCredentials:
