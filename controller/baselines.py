@@ -36,6 +36,7 @@ from pydantic_core import PydanticCustomError
 
 from common.durations import parse_duration
 from common.errors import UsageError, VigilError
+from controller import vocabulary
 
 __all__ = [
     "DEFAULT_INTERVALS_S",
@@ -53,7 +54,7 @@ __all__ = [
 ]
 
 KNOWN_CHECKS: frozenset[str] = frozenset({"ports", "fim", "av", "eol", "ntp", "agent"})
-SEVERITIES: tuple[str, ...] = ("critical", "high", "medium", "low")
+SEVERITIES = vocabulary.SEVERITIES
 # How often a rule's check runs when the rule does not say: cheap, fast-changing state often, slow
 # state (EOL dates) rarely. A check not listed here gets _FALLBACK_INTERVAL_S.
 DEFAULT_INTERVALS_S: dict[str, int] = {

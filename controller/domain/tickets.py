@@ -17,14 +17,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from controller import vocabulary
 from controller.domain import audit, exceptions
 from controller.notify import enqueue
 from controller.storage.models import Agent, Finding, RiskException, Ticket, TicketEvent
 
-SEVERITIES = ("critical", "high", "medium", "low")
-STATUSES = ("open", "acknowledged", "in_progress", "resolved", "closed", "false_positive")
-# A ticket in one of these is being worked or waits for work: a new failure adds to it.
-ACTIVE = ("open", "acknowledged", "in_progress")
+# A ticket in one of ACTIVE is being worked or waits for work: a new failure adds to it.
+SEVERITIES = vocabulary.SEVERITIES
+STATUSES = vocabulary.TICKET_STATUSES
+ACTIVE = vocabulary.ACTIVE_STATUSES
 INITIAL_REPORT_WINDOW = dt.timedelta(minutes=30)
 SYSTEM = "system"
 
@@ -233,7 +234,7 @@ def _open(
         first_seen=now,
         last_seen=now,
         occurrences=1,
-        initial_report_due=now + INITIAL_REPORT_WINDOW if rule.severity in ("critical", "high") else None,
+        initial_report_due=now + INITIAL_REPORT_WINDOW if rule.severity in vocabulary.REPORTED_SEVERITIES else None,
     )
     session.add(ticket)
     session.flush()  # the event below needs its id
@@ -267,7 +268,7 @@ def _bump(
         ticket.resolved_at = None
         ticket.reopened = (ticket.reopened or 0) + 1
         ticket.title = _title(rule, asset_name, outcome)
-        if ticket.severity in ("critical", "high"):
+        if ticket.severity in vocabulary.REPORTED_SEVERITIES:
             # A new incident for the report duty: the 30 minutes run from now.
             ticket.initial_report_due = now + INITIAL_REPORT_WINDOW
         why = outcome.message if old != "false_positive" else (

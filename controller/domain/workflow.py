@@ -26,6 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from common.errors import UsageError
+from controller import vocabulary
 from controller.domain import audit, exceptions
 from controller.domain.tickets import ACTIVE, record_event
 from controller.domain.users import require, role_allows
@@ -47,14 +48,7 @@ __all__ = [
     "transition",
 ]
 
-TRANSITIONS: dict[str, tuple[str, ...]] = {
-    "open": ("acknowledged", "in_progress", "resolved", "false_positive"),
-    "acknowledged": ("in_progress", "resolved", "false_positive"),
-    "in_progress": ("resolved", "false_positive", "acknowledged"),
-    "resolved": ("closed", "open"),
-    "closed": ("open",),
-    "false_positive": ("open", "closed"),
-}
+TRANSITIONS = vocabulary.TRANSITIONS
 REPORT_STAGES = ("initial", "formal", "closure")
 MAX_TEXT = 20000
 

@@ -25,17 +25,18 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from common.errors import ConfigError, VigilError
+from controller import vocabulary
 
-SEVERITIES: tuple[str, ...] = ("critical", "high", "medium", "low")
+SEVERITIES = vocabulary.SEVERITIES
 # Event kinds controller.domain.tickets writes to the outbox ("test" is only ever sent by the test endpoint).
 EVENT_KINDS: tuple[str, ...] = (
     "opened", "reopened", "auto_resolved", "transition", "comment", "assigned", "report", "exception",
 )
 # Our ticket statuses by what they mean to a tracker.
-ACTIVE_STATUSES: tuple[str, ...] = ("open", "acknowledged", "in_progress")
-RESOLVED_STATUSES: tuple[str, ...] = ("resolved", "false_positive")
-CLOSED_STATUSES: tuple[str, ...] = ("closed",)
-STATUSES: tuple[str, ...] = ACTIVE_STATUSES + RESOLVED_STATUSES + CLOSED_STATUSES
+ACTIVE_STATUSES = vocabulary.ACTIVE_STATUSES
+RESOLVED_STATUSES = vocabulary.RESOLVED_STATUSES
+CLOSED_STATUSES = vocabulary.CLOSED_STATUSES
+STATUSES = vocabulary.TICKET_STATUSES
 
 
 class NotifyError(VigilError):
@@ -224,7 +225,7 @@ def describe_ticket(msg: Message, now: dt.datetime | None = None) -> str:
         f"First seen:   {_when(t.get('first_seen'))}",
         f"Last seen:    {_when(t.get('last_seen'))} ({t.get('occurrences')} occurrence(s))",
     ]
-    if t.get("severity") in ("critical", "high") and t.get("initial_report_due"):
+    if t.get("severity") in vocabulary.REPORTED_SEVERITIES and t.get("initial_report_due"):
         lines.append(f"Initial report (TPEx-CPA 3(12)2): {countdown(t.get('initial_report_due'), now)}")
     if t.get("assignee"):
         lines.append(f"Assignee:     {t.get('assignee')}")

@@ -40,6 +40,7 @@ from pydantic import (
 from sqlalchemy import Engine
 
 from common.durations import parse_duration
+from controller import vocabulary
 from controller.notify.base import EVENT_KINDS, SEVERITIES, STATUSES, NotifyConfigError
 
 DEFAULT_NAME = "notifications.yaml"
@@ -69,7 +70,7 @@ def _seconds(value: Any) -> float:
 
 
 Seconds = Annotated[float, BeforeValidator(_seconds)]
-Severity = Literal["critical", "high", "medium", "low"]
+Severity = vocabulary.Severity
 EventKind = Literal["opened", "reopened", "auto_resolved", "transition", "comment", "assigned", "report",
                     "exception"]
 _NAME_RE = r"^[a-z0-9][a-z0-9_-]{0,47}$"

@@ -25,6 +25,7 @@ from starlette.templating import Jinja2Templates
 
 from common import __version__
 from common.errors import UsageError
+from controller import vocabulary
 from controller.baselines import BaselineError
 from controller.core import Controller
 from controller.domain import audit, changes, exceptions, workflow
@@ -39,7 +40,7 @@ router = APIRouter(include_in_schema=False)
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-SEVERITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+SEVERITY_RANK = vocabulary.SEVERITY_RANK
 TRANSITION_LABELS = {"acknowledged": "Acknowledge", "in_progress": "Start work", "resolved": "Resolve",
                      "closed": "Close", "open": "Reopen", "false_positive": "Mark false positive"}
 STATUS_LABELS = {"open": "open", "acknowledged": "acknowledged", "in_progress": "in progress", "resolved": "resolved",

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from controller import vocabulary
 from controller.domain.tickets import ACTIVE
 from controller.storage.models import Agent, ComplianceSnapshot, Finding, Ticket
 
 __all__ = ["SEVERITIES", "DailyCount", "current", "daily_tickets", "history", "take_snapshot",
            "take_snapshot_if_due"]
 
-SEVERITIES = ("critical", "high", "medium", "low")
+SEVERITIES = vocabulary.SEVERITIES
 AGENT_STATUSES = ("online", "offline", "lost")
 SNAPSHOT_EVERY = dt.timedelta(minutes=10)
 
