@@ -55,6 +55,8 @@ __all__ = [
 
 KNOWN_CHECKS: frozenset[str] = frozenset({"ports", "fim", "av", "eol", "ntp", "agent"})
 SEVERITIES = vocabulary.SEVERITIES
+# What a rule's unknown verdict (the controller could not judge) does: ticket, or record a finding only.
+ON_UNKNOWN: tuple[str, ...] = ("ticket", "record")
 # How often a rule's check runs when the rule does not say: cheap, fast-changing state often, slow
 # state (EOL dates) rarely. A check not listed here gets _FALLBACK_INTERVAL_S.
 DEFAULT_INTERVALS_S: dict[str, int] = {
@@ -332,6 +334,8 @@ class Rule:
     expect: dict[str, Any] = field(default_factory=dict)
     refs: tuple[str, ...] = ()
     description: str = ""
+    # What a verdict of unknown does: "ticket" (at the rule's severity) or "record" (a finding only).
+    on_unknown: str = "ticket"
 
     def to_document(self) -> dict[str, Any]:
         return {
@@ -343,6 +347,7 @@ class Rule:
             "expect": copy.deepcopy(self.expect),
             "refs": list(self.refs),
             "description": self.description,
+            "on_unknown": self.on_unknown,
         }
 
     @classmethod
@@ -357,6 +362,7 @@ class Rule:
             expect=copy.deepcopy(dict(d.get("expect") or {})),
             refs=tuple(str(r) for r in d.get("refs") or ()),
             description=str(d.get("description") or ""),
+            on_unknown=str(d.get("on_unknown") or "ticket"),
         )
 
 
@@ -473,6 +479,7 @@ class _RuleModel(_Strict):
     expect: dict[str, Any]
     refs: list[Annotated[str, AfterValidator(_check_ref)]] = Field(default_factory=list)
     description: str = ""
+    on_unknown: str = "ticket"
 
     # mode="before": for a closed set of values, the useful message lists them, whatever the type given.
     @field_validator("check", mode="before")
@@ -488,6 +495,13 @@ class _RuleModel(_Strict):
     def _severity(cls, v: Any) -> Any:
         if not isinstance(v, str) or v not in SEVERITIES:
             raise _fail(f"must be one of {', '.join(SEVERITIES)}")
+        return v
+
+    @field_validator("on_unknown", mode="before")
+    @classmethod
+    def _on_unknown(cls, v: Any) -> Any:
+        if not isinstance(v, str) or v not in ON_UNKNOWN:
+            raise _fail(f"must be one of {', '.join(ON_UNKNOWN)}")
         return v
 
 
@@ -803,4 +817,5 @@ def _rule(m: _RuleModel) -> Rule:
         expect=m.expect,
         refs=tuple(m.refs),
         description=m.description,
+        on_unknown=m.on_unknown,
     )

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from common.errors import UsageError
 from common.files import create_owner_only
 from controller.baselines import BaselineDoc, load_baseline
-from controller.domain import audit, eol, exceptions, liveness
+from controller.domain import audit, eol, liveness, tickets
 from controller.domain.ca import CertificateAuthority
 from controller.domain.policy import DEFAULT_HEARTBEAT_S, Applicable, applicable_rules
 from controller.errors import Conflict
@@ -159,16 +159,18 @@ class Controller:
         """Work that follows the clock rather than reports: lapsed exceptions give their findings back
         to the ticket workflow. Called from the controller's periodic round; idempotent."""
         with self.sessions.begin() as s:
-            reopened = exceptions.release(s, now)
+            reopened = tickets.release_lapsed_exceptions(s, now)
         return {"tickets_reopened_by_lapsed_exceptions": reopened}
 
     def check_liveness(self, now: dt.datetime | None = None) -> dict[str, int]:
-        """One liveness round: silent agents become offline, then lost with a ticket (domain/liveness.py)."""
+        """One liveness round: silent agents become offline, then lost with a ticket; rules without results
+        within their interval become unknown (domain/liveness.py)."""
         when = now or dt.datetime.now(dt.UTC)
         docs = self.baselines()  # once per round, not once per agent
         offline_after = dt.timedelta(seconds=self.config.heartbeat_s * self.config.offline_after_beats)
         with self.sessions.begin() as s:
-            return liveness.check_liveness(s, docs, offline_after, self.config.default_lost_after_s, when)
+            applied = {str(n): at for n, at in s.execute(select(Baseline.name, Baseline.applied_at))}
+            return liveness.check_liveness(s, docs, offline_after, self.config.default_lost_after_s, when, applied)
 
     # -- running database work off the event loop ----------------------------------------------
     async def db(self, fn: Callable[..., T], *args: Any) -> T:

@@ -6,7 +6,7 @@ status or severity is defined once. Pure: no imports beyond the standard library
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -34,11 +34,11 @@ REPORTED_SEVERITIES: tuple[str, ...] = ("critical", "high")
 
 # A verdict is what the controller concluded about one subject of one rule. "unknown" means it could
 # not judge (no data, the check errored, the product is not in the dataset): never counted as passing.
-PASS = "pass"
-FAIL = "fail"
-UNKNOWN = "unknown"
-VERDICTS: tuple[str, ...] = (PASS, FAIL, UNKNOWN)
 Verdict = Literal["pass", "fail", "unknown"]
+PASS: Final = "pass"
+FAIL: Final = "fail"
+UNKNOWN: Final = "unknown"
+VERDICTS: tuple[Verdict, ...] = (PASS, FAIL, UNKNOWN)
 
 # Ticket statuses by what they mean: being worked or waiting for work (a new failure adds to the
 # ticket), resolved (a new failure reopens it), closed.

@@ -46,7 +46,6 @@ __all__ = [
     "get",
     "list_exceptions",
     "list_json",
-    "release",
     "revoke",
 ]
 
@@ -227,30 +226,3 @@ def exception_json(e: RiskException, session: Session | None = None, now: dt.dat
     if covered is not None:
         out["covered_findings"] = covered
     return out
-
-
-def release(session: Session, now: dt.datetime | None = None) -> list[int]:
-    """Findings whose exception expired or was revoked lose it; those still failing open or reopen their
-    ticket now. Returns the ids of the tickets opened or reopened."""
-    from controller.domain import tickets  # tickets imports this module
-
-    when = _now(now)
-    rows = session.execute(
-        select(Finding, RiskException).join(RiskException, RiskException.id == Finding.exception_id)
-        .where((RiskException.revoked_at.is_not(None)) | (RiskException.expires_at <= when))
-    ).all()
-    opened: list[int] = []
-    books: dict[str, tickets.Book] = {}
-    for finding, exc in rows:
-        finding.exception_id = None
-        if finding.status != "fail":
-            continue
-        why = "revoked" if exc.revoked_at is not None else "expired"
-        if finding.asset not in books:
-            books[finding.asset] = tickets.Book(session, finding.asset, when)
-        book = books[finding.asset]
-        ticket = tickets.reopen_for_finding(session, finding, f"exception {exc.id} {why}: {finding.message}", when,
-                                            book)
-        if ticket is not None:
-            opened.append(ticket.id)
-    return opened

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from controller.domain import changes, eol
 from controller.domain.policy import Applicable
-from controller.domain.tickets import Book, Outcome, RuleRef, apply_outcomes
+from controller.domain.tickets import Book, RuleRef, apply_outcomes
 from controller.judges import InvalidFacts, evaluate, judge_for
 from controller.judges.registry import JUDGES
 from controller.storage.models import Agent, Result
@@ -135,11 +135,16 @@ def ingest_reports(
     ids = session.execute(insert(Result).returning(Result.id, sort_by_parameter_order=True), rows).scalars().all()
     agent.max_sequence = max(agent.max_sequence, *(r.sequence for r, _, _ in accepted))
     book = Book(session, agent_id, when)
+    heard = dict(agent.last_results or {})
     for (report, facts, status), result_id in zip(accepted, ids, strict=True):
         if report.check_id == "agent" and facts:
             agent.spool_depth = int(facts.get("spool_depth", 0))
             agent.dropped_records = int(facts.get("dropped_records", 0))
-        judge(session, agent, report.check_id, report.task_id, facts, status, rules, when, result_id, book, reasons)
+        if report.task_id:
+            heard[report.task_id] = when.isoformat()
+        judge(session, agent, report.check_id, report.task_id, facts, status, rules, when, result_id, book, reasons,
+              report.status.message)
+    agent.last_results = heard  # when each task last reported: liveness tells "no data within the interval"
     return acks
 
 
@@ -155,11 +160,12 @@ def judge(
     result_id: int | None,
     book: Book | None = None,
     change_reasons: Mapping[str, str] | None = None,
+    status_message: str = "",
 ) -> None:
     for app in rules:
         if app.rule.check != check_id or (task and app.task_id != task):
             continue
-        observations = evaluate(app.rule, check_id, facts, status, change_reasons)
+        observations = evaluate(app.rule, check_id, facts, status, change_reasons, status_message)
         ref = RuleRef(
             rule_id=app.rule.id,
             check_id=check_id,
@@ -167,8 +173,9 @@ def judge(
             refs=tuple(app.rule.refs),
             baseline=app.baseline.name,
             baseline_version=app.baseline.version,
+            on_unknown=app.rule.on_unknown,
         )
-        outcomes = [Outcome(o.subject, o.passed, o.message, dict(o.evidence)) for o in observations]
+        outcomes = observations
         judge = judge_for(check_id)
         if judge.records_changes:
             changes.record(session, agent.id, app.rule, facts, result_id, now)

@@ -1,25 +1,37 @@
-"""Liveness: agents silent too long become offline, then lost with a "device lost contact" ticket.
+"""Liveness: agents silent too long become offline, then lost with a "device lost contact" ticket;
+rules whose results stop coming become unknown.
 
 An agent silent for ``offline_after`` is offline; silent longer than the smallest ``max_silence`` of
 its ``agent`` rules (or the controller's default) it is lost and tickets (TPEx-CPA 3(8)4(2)); the
 ticket resolves when heartbeats resume.
+
+A rule with no result within twice its interval (plus a grace) cannot be judged: its ``check-status``
+finding becomes unknown ("cannot judge: no result ... since ...") and tickets while the agent is online
+(an offline or lost agent has its contact ticket already), and its passing findings become unknown
+too, without tickets, so compliance never counts stale passes. A rule whose check the agent does not
+run is unknown at once. The next result of the rule settles all of it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller.baselines import BaselineDoc
-from controller.domain.policy import applicable_rules
-from controller.domain.tickets import Outcome, RuleRef, apply_outcomes
+from controller.domain.policy import Applicable, applicable_rules
+from controller.domain.tickets import RuleRef, apply_outcomes
+from controller.judges import CHECK_STATUS_SUBJECT, judge_for
 from controller.judges.agent import allowed_silence_s
-from controller.storage.models import Agent
+from controller.judges.base import Observation, cannot_judge, verdict
+from controller.storage.models import Agent, Finding
+from controller.vocabulary import PASS, UNKNOWN
 
 CONTACT_SUBJECT = "contact"
+# A result may come up to this much after twice the rule's interval (a busy agent, a slow check).
+STALE_GRACE_S = 120
 
 
 def contact_outcome(s: Session, agent: Agent, back: bool, now: dt.datetime, docs: Sequence[BaselineDoc]) -> None:
@@ -34,19 +46,22 @@ def contact_outcome(s: Session, agent: Agent, back: bool, now: dt.datetime, docs
     ref = RuleRef(rule_id, "agent", severity, refs, baseline, version)
     since = agent.last_seen.isoformat(timespec="seconds") if agent.last_seen else "never"
     msg = "heartbeats resumed" if back else f"device lost contact (last heartbeat {since})"
-    outcome = Outcome(CONTACT_SUBJECT, back, msg, {"last_seen": since})
+    outcome = Observation(CONTACT_SUBJECT, verdict(back), msg, {"last_seen": since})
     apply_outcomes(s, agent.id, agent.hostname, ref, [outcome], now, None, complete=False)
 
 
 def check_liveness(
-    s: Session, docs: Sequence[BaselineDoc], offline_after: dt.timedelta, default_lost_after_s: int, now: dt.datetime
+    s: Session, docs: Sequence[BaselineDoc], offline_after: dt.timedelta, default_lost_after_s: int, now: dt.datetime,
+    applied_at: Mapping[str, dt.datetime] | None = None,
 ) -> dict[str, int]:
-    """Mark silent agents offline, then lost (with a ticket) past the baseline's ``max_silence``."""
-    changed = {"offline": 0, "lost": 0}
+    """Mark silent agents offline, then lost (with a ticket) past the baseline's ``max_silence``; with
+    ``applied_at`` (baseline name -> applied time), also make rules without recent results unknown."""
+    changed = {"offline": 0, "lost": 0, "unknown": 0}
     for agent in s.execute(select(Agent).where(Agent.revoked_at.is_(None))).scalars():
         seen = agent.last_seen or agent.enrolled_at
         silence = now - seen
-        rules = [a.rule for a in applicable_rules(docs, agent.tags)]
+        apps = applicable_rules(docs, agent.tags)
+        rules = [a.rule for a in apps]
         lost_after = dt.timedelta(seconds=allowed_silence_s(rules) or default_lost_after_s)
         if agent.status == "online" and silence > offline_after:
             agent.status = "offline"
@@ -55,4 +70,64 @@ def check_liveness(
             agent.status = "lost"
             changed["lost"] += 1
             contact_outcome(s, agent, False, now, docs)
+        if applied_at is not None:
+            changed["unknown"] += stale_rules(s, agent, apps, applied_at, now)
     return changed
+
+
+def _supported(agent: Agent) -> set[str] | None:
+    """The check ids the agent said it runs; None when it said nothing (an agent before capabilities)."""
+    ids = {str(c.get("check_id", "")) if isinstance(c, Mapping) else str(c) for c in agent.checks or []}
+    return ids or None
+
+
+def _since(text: str | None) -> dt.datetime | None:
+    if not text:
+        return None
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def stale_rules(
+    s: Session, agent: Agent, rules: Sequence[Applicable], applied_at: Mapping[str, dt.datetime], now: dt.datetime,
+) -> int:
+    """Make the rules of ``agent`` that have had no result within their interval unknown; returns how many
+    rules were newly marked. ``applied_at`` maps baseline names to when they were applied (a rule that
+    never reported is counted from then, or from enrolment if later)."""
+    supported = _supported(agent)
+    marked = 0
+    for app in rules:
+        rule = app.rule
+        last = _since((agent.last_results or {}).get(app.task_id))
+        if supported is not None and rule.check not in supported:
+            reason = f"the agent (version {agent.version or 'unknown'}) does not run the {rule.check} check"
+        else:
+            start = max(agent.enrolled_at, applied_at.get(app.baseline.name, agent.enrolled_at))
+            ref = last or start
+            if (now - ref).total_seconds() <= 2 * rule.interval_s + STALE_GRACE_S:
+                continue
+            said = f"since {last.isoformat(timespec='seconds')}" if last else "since the rule applied"
+            reason = f"no result of the {rule.check} check for {rule.id} {said} (it runs every {rule.interval_s} s)"
+        status = s.execute(select(Finding.status).where(
+            Finding.asset == agent.id, Finding.baseline == app.baseline.name, Finding.rule_id == rule.id,
+            Finding.subject == CHECK_STATUS_SUBJECT)).scalar_one_or_none()
+        if status == UNKNOWN:
+            continue  # marked already (or the check reported an error): nothing new to say
+        online = agent.status == "online"
+        ref_ticket = RuleRef(rule.id, rule.check, rule.severity, tuple(rule.refs), app.baseline.name,
+                             app.baseline.version, on_unknown=rule.on_unknown if online else "record")
+        outcomes = [cannot_judge(CHECK_STATUS_SUBJECT, reason, {"check": rule.check, "last_result": str(last or "")})]
+        apply_outcomes(s, agent.id, agent.hostname, ref_ticket, outcomes, now, None, complete=False)
+        if judge_for(rule.check).auto_resolve:
+            # States, not events: a pass that is no longer confirmed is not a pass. No ticket per subject.
+            passing = s.execute(select(Finding.subject).where(
+                Finding.asset == agent.id, Finding.baseline == app.baseline.name, Finding.rule_id == rule.id,
+                Finding.status == PASS)).scalars().all()
+            quiet = RuleRef(rule.id, rule.check, rule.severity, tuple(rule.refs), app.baseline.name,
+                            app.baseline.version, on_unknown="record")
+            apply_outcomes(s, agent.id, agent.hostname, quiet, [cannot_judge(sub, reason) for sub in passing], now,
+                           None, complete=False)
+        marked += 1
+    return marked

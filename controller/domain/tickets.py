@@ -1,10 +1,12 @@
-"""Findings become tickets: one ticket per dedupe key (asset, rule, subject), never a second one.
+"""Findings become tickets: one ticket per dedupe key (asset, baseline, rule, subject), never a second one.
 
-A failing observation opens the ticket or, when it is already open, raises ``occurrences`` and
-``last_seen``. A passing observation resolves it automatically with a record of why, except for
-findings about events rather than states (a file change that happened stays a ticket until a human
-handles it, whatever happens to the file afterwards). Critical and high tickets carry
-``initial_report_due`` = first_seen + 30 min (TPEx-CPA 3(12)2).
+A failing or unknown observation opens the ticket or, when it is already open, raises ``occurrences``
+and ``last_seen``; an unknown one ("cannot judge: ...") tickets at the rule's severity unless the rule
+says ``on_unknown: record``. A passing observation resolves it automatically with a record of why,
+except for findings about events rather than states (a file change that happened stays a ticket until
+a human handles it, whatever happens to the file afterwards). The baseline is part of the key, so two
+baselines that both apply to an asset and share a rule id keep a ticket each. Critical and high
+tickets carry ``initial_report_due`` = first_seen + 30 min (TPEx-CPA 3(12)2).
 """
 
 from __future__ import annotations
@@ -12,15 +14,16 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller import vocabulary
 from controller.domain import audit, exceptions
+from controller.judges.base import Observation
 from controller.notify import enqueue
 from controller.storage.models import Agent, Finding, RiskException, Ticket, TicketEvent
+from controller.vocabulary import FAIL, PASS, UNKNOWN
 
 # A ticket in one of ACTIVE is being worked or waits for work: a new failure adds to it.
 SEVERITIES = vocabulary.SEVERITIES
@@ -40,18 +43,12 @@ class RuleRef:
     refs: tuple[str, ...]
     baseline: str
     baseline_version: int
+    # What an unknown verdict does: "ticket" (the default) or "record" (a finding, no ticket).
+    on_unknown: str = "ticket"
 
 
-@dataclass(frozen=True)
-class Outcome:
-    subject: str
-    passed: bool
-    message: str
-    evidence: dict[str, Any]
-
-
-def dedupe_key(asset: str, rule_id: str, subject: str) -> str:
-    return f"{asset}|{rule_id}|{subject}"
+def dedupe_key(asset: str, baseline: str, rule_id: str, subject: str) -> str:
+    return f"{asset}|{baseline}|{rule_id}|{subject}"
 
 
 def record_event(
@@ -73,7 +70,7 @@ def record_event(
     return event
 
 
-def _title(rule: RuleRef, asset_name: str, outcome: Outcome) -> str:
+def _title(rule: RuleRef, asset_name: str, outcome: Observation) -> str:
     message = outcome.message.removeprefix(f"{rule.rule_id}: ")
     return f"{rule.rule_id} on {asset_name}: {message}"[:512]
 
@@ -88,8 +85,9 @@ class Book:
         self.hostname = agent.hostname if agent else ""
         self.tags: list[str] = list(agent.tags) if agent else []
         self.exceptions: list[RiskException] = exceptions.active(session, now)
-        self.findings: dict[tuple[str, str], Finding] = {
-            (f.rule_id, f.subject): f for f in session.execute(select(Finding).where(Finding.asset == asset)).scalars()
+        self.findings: dict[tuple[str, str, str], Finding] = {
+            (f.baseline, f.rule_id, f.subject): f
+            for f in session.execute(select(Finding).where(Finding.asset == asset)).scalars()
         }
         self.tickets: dict[str, Ticket] = {
             t.dedupe_key: t for t in session.execute(select(Ticket).where(Ticket.asset == asset)).scalars()
@@ -101,7 +99,7 @@ def apply_outcomes(
     asset: str,
     asset_name: str,
     rule: RuleRef,
-    outcomes: Iterable[Outcome],
+    outcomes: Iterable[Observation],
     now: dt.datetime,
     result_id: int | None,
     complete: bool = True,
@@ -131,12 +129,12 @@ def apply_outcomes(
                 touched.append(ticket)
         settled = settled or {}
         if complete or settled:
-            stale = [f for (rule_id, subject), f in book.findings.items()
-                     if rule_id == rule.rule_id and f.status == "fail" and subject not in seen
-                     and (complete or subject in settled)]
+            stale = [f for (baseline, rule_id, subject), f in book.findings.items()
+                     if baseline == rule.baseline and rule_id == rule.rule_id and f.status != PASS
+                     and subject not in seen and (complete or subject in settled)]
             for finding in stale:
                 why = settled.get(finding.subject) or f"{finding.subject} no longer observed"
-                gone = Outcome(finding.subject, True, why, {})
+                gone = Observation(finding.subject, PASS, why, {})
                 _apply_one(session, book, asset_name, rule, gone, now, result_id)
     return touched
 
@@ -146,18 +144,19 @@ def _apply_one(
     book: Book,
     asset_name: str,
     rule: RuleRef,
-    outcome: Outcome,
+    outcome: Observation,
     now: dt.datetime,
     result_id: int | None,
     auto_resolve: bool = True,
 ) -> Ticket | None:
     asset = book.asset
-    finding = book.findings.get((rule.rule_id, outcome.subject))
-    status = "pass" if outcome.passed else "fail"
+    fkey = (rule.baseline, rule.rule_id, outcome.subject)
+    finding = book.findings.get(fkey)
+    status = outcome.verdict
     if finding is None:
         finding = Finding(asset=asset, rule_id=rule.rule_id, subject=outcome.subject, first_seen=now)
         session.add(finding)
-        book.findings[(rule.rule_id, outcome.subject)] = finding
+        book.findings[fkey] = finding
     elif finding.status != status:
         finding.first_seen = now
     finding.check_id = rule.check_id
@@ -174,7 +173,7 @@ def _apply_one(
         book.exceptions, asset, book.hostname, book.tags, rule.rule_id, outcome.subject)
     finding.exception_id = covered.id if covered is not None else None
 
-    key = dedupe_key(asset, rule.rule_id, outcome.subject)
+    key = dedupe_key(asset, rule.baseline, rule.rule_id, outcome.subject)
     ticket = book.tickets.get(key)
     if covered is not None:
         # Accepted risk: recorded as a failing finding, no ticket opened or reopened.
@@ -201,6 +200,8 @@ def _apply_one(
                 at=now,
             )
         return None
+    if status == UNKNOWN and rule.on_unknown == "record":
+        return None
 
     if ticket is None:
         return _open(session, book, key, rule, asset_name, outcome, now, result_id)
@@ -213,7 +214,7 @@ def _open(
     key: str,
     rule: RuleRef,
     asset_name: str,
-    outcome: Outcome,
+    outcome: Observation,
     now: dt.datetime,
     result_id: int | None,
 ) -> Ticket:
@@ -253,7 +254,7 @@ def _open(
 
 
 def _bump(
-    session: Session, ticket: Ticket, rule: RuleRef, asset_name: str, outcome: Outcome, now: dt.datetime,
+    session: Session, ticket: Ticket, rule: RuleRef, asset_name: str, outcome: Observation, now: dt.datetime,
     result_id: int | None,
 ) -> Ticket | None:
     ticket.occurrences += 1
@@ -291,8 +292,9 @@ def reopen_for_finding(session: Session, finding: Finding, message: str, now: dt
     ``book`` is the asset's findings and tickets when the caller handles several findings of it."""
     book = book if book is not None and book.asset == finding.asset else Book(session, finding.asset, now)
     rule = rule_of(finding)
-    outcome = Outcome(finding.subject, False, message, dict(finding.evidence))
-    key = dedupe_key(finding.asset, finding.rule_id, finding.subject)
+    outcome = Observation(finding.subject, UNKNOWN if finding.status == UNKNOWN else FAIL, message,
+                          dict(finding.evidence))
+    key = dedupe_key(finding.asset, finding.baseline, finding.rule_id, finding.subject)
     ticket = book.tickets.get(key)
     name = book.hostname or finding.asset
     with session.no_autoflush:
@@ -302,3 +304,27 @@ def reopen_for_finding(session: Session, finding: Finding, message: str, now: dt
             ticket.exception_id = None
             return None
         return _bump(session, ticket, rule, name, outcome, now, finding.result_id)
+
+
+def release_lapsed_exceptions(session: Session, now: dt.datetime | None = None) -> list[int]:
+    """Findings whose exception expired or was revoked lose it; those still failing (or unknown) open or
+    reopen their ticket now. Returns the ids of the tickets opened or reopened."""
+    when = now or dt.datetime.now(dt.UTC)
+    rows = session.execute(
+        select(Finding, RiskException).join(RiskException, RiskException.id == Finding.exception_id)
+        .where((RiskException.revoked_at.is_not(None)) | (RiskException.expires_at <= when))
+    ).all()
+    opened: list[int] = []
+    books: dict[str, Book] = {}
+    for finding, exc in rows:
+        finding.exception_id = None
+        if finding.status == PASS:
+            continue
+        why = "revoked" if exc.revoked_at is not None else "expired"
+        if finding.asset not in books:
+            books[finding.asset] = Book(session, finding.asset, when)
+        ticket = reopen_for_finding(session, finding, f"exception {exc.id} {why}: {finding.message}", when,
+                                    books[finding.asset])
+        if ticket is not None:
+            opened.append(ticket.id)
+    return opened

@@ -7,7 +7,7 @@ from typing import Any
 
 from common.durations import parse_duration
 from controller.baselines import Rule
-from controller.judges.base import Judge, Observation, TicketView, as_int
+from controller.judges.base import Judge, Observation, TicketView, as_int, verdict
 
 
 def _agent(rule: Rule, facts: Mapping[str, Any]) -> list[Observation]:
@@ -33,7 +33,7 @@ def _agent(rule: Rule, facts: Mapping[str, Any]) -> list[Observation]:
             f"the agent's spool dropped {dropped} result(s) since the agent started, more than the {limit} "
             f"{rule.id} allows: results were lost while the controller was unreachable"
         )
-    return [Observation("spool", passed, message, evidence)]
+    return [Observation("spool", verdict(passed), message, evidence)]
 
 
 def allowed_silence_s(rules: Iterable[Rule]) -> int | None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from controller.baselines import Rule
+from controller.vocabulary import FAIL, PASS, UNKNOWN, Verdict
 
 __all__ = [
     "CHECK_STATUS_SUBJECT",
@@ -27,7 +28,9 @@ __all__ = [
     "TicketView",
     "as_int",
     "as_number",
+    "cannot_judge",
     "generic",
+    "verdict",
 ]
 
 # Subject of the observation that stands for "the check did not run", so a broken check gets a
@@ -42,12 +45,30 @@ class InvalidFacts(ValueError):
 
 @dataclass(frozen=True)
 class Observation:
-    """One subject (a listener, a path, a product; ``""`` for the host as a whole) passing or failing."""
+    """One subject (a listener, a path, a product; ``""`` for the host as a whole) and its verdict.
+
+    ``unknown`` means the controller could not judge the subject (no data, the check errored, the
+    product is not in the dataset); it is never counted as passing and tickets like a failure.
+    """
 
     subject: str
-    passed: bool
+    verdict: Verdict
     message: str
     evidence: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict == PASS
+
+
+def verdict(ok: bool) -> Verdict:
+    """pass or fail: for judges that could judge."""
+    return PASS if ok else FAIL
+
+
+def cannot_judge(subject: str, reason: str, evidence: dict[str, Any] | None = None) -> Observation:
+    """The unknown verdict, its message starting "cannot judge: " and naming why."""
+    return Observation(subject, UNKNOWN, f"cannot judge: {reason}", {**(evidence or {}), "unknown": reason})
 
 
 @dataclass(frozen=True)
@@ -113,8 +134,8 @@ def generic(rule: Rule, facts: Mapping[str, Any]) -> Observation:
         holds += fine
     evidence = {"facts": observed, "expect": rule.expect, "failed": failures}
     if failures:
-        return Observation("", False, f"{rule.id}: " + "; ".join(failures), evidence)
-    return Observation("", True, f"{rule.id}: " + "; ".join(holds), evidence)
+        return Observation("", FAIL, f"{rule.id}: " + "; ".join(failures), evidence)
+    return Observation("", PASS, f"{rule.id}: " + "; ".join(holds), evidence)
 
 
 # operator -> (holds, text when it holds, text when it does not); texts take fact, value, bound.

@@ -24,6 +24,7 @@ from controller.judges.base import (
     as_int,
     as_number,
 )
+from controller.vocabulary import FAIL, PASS
 
 _FIM_KINDS = {"CREATED", "MODIFIED", "DELETED", "RENAMED", "PERMISSIONS"}
 _FIM_DETECTORS = {"DETECTOR_UNSPECIFIED", "REALTIME", "VERIFY", "REHASH", "STARTUP", "OVERFLOW_RESCAN"}
@@ -138,7 +139,7 @@ def _fim(rule: Rule, facts: Mapping[str, Any], changes: Mapping[str, str]) -> li
         watched, cap = as_int(facts.get("files_watched", 0)), as_int(facts.get("file_cap", 0))
         out.append(Observation(
             FILE_CAP_SUBJECT,
-            False,
+            FAIL,
             f"{watched} files watched, cap of {cap} reached: files beyond it are not watched",
             {"files_watched": watched, "file_cap": cap, "roots": list(facts.get("roots", []) or []),
              "notices": list(facts.get("notices", []) or [])},
@@ -151,14 +152,14 @@ def _fim(rule: Rule, facts: Mapping[str, Any], changes: Mapping[str, str]) -> li
         described = _describe_event(event)
         why = fim_expected(rule, event)
         if why is None:
-            out.append(Observation(subject, False, f"unexpected change: {described}", event))
+            out.append(Observation(subject, FAIL, f"unexpected change: {described}", event))
         elif why.change_id:
             reason = changes.get(why.change_id, "")
             note = f" ({reason})" if reason else ""
-            out.append(Observation(subject, True, f"expected: inside approved change {why.change_id}{note}: "
+            out.append(Observation(subject, PASS, f"expected: inside approved change {why.change_id}{note}: "
                                    f"{described}", {**event, "expected_source": why.source}))
         else:
-            out.append(Observation(subject, True, f"expected: made by the {why.source}, which {rule.id} accepts: "
+            out.append(Observation(subject, PASS, f"expected: made by the {why.source}, which {rule.id} accepts: "
                                    f"{described}", {**event, "expected_source": why.source}))
     return out
 

@@ -6,7 +6,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from controller.baselines import Rule
-from controller.judges.base import Observation, generic
+from controller.judges.base import Observation, cannot_judge, generic
+from controller.vocabulary import FAIL
 
 
 def per_item(rule: Rule, facts: Mapping[str, Any], list_key: str, when_empty: str,
@@ -14,22 +15,22 @@ def per_item(rule: Rule, facts: Mapping[str, Any], list_key: str, when_empty: st
     """One observation per item (an AV product, a package), its ``name`` as subject.
 
     An empty list fails as a whole: a host with no antivirus is exactly what TPEx-CPA 3(8)4(2) asks to
-    find. An item the check could not place (``known: false``, e.g. software missing from the EOL
-    dataset) passes with a note, because there is nothing to judge it by.
+    find. An item the controller could not place (``known: false``: an OS or product missing from the
+    EOL dataset) is unknown, never passing: there is nothing to judge it by, and that gap tickets.
     """
     items = [i for i in facts.get(list_key, []) if isinstance(i, Mapping)]
     if not items:
-        return [Observation(rule.check, False, f"{rule.id}: {when_empty}", {"facts": dict(facts)})]
+        return [Observation(rule.check, FAIL, f"{rule.id}: {when_empty}", {"facts": dict(facts)})]
     out = []
     for item in items:
         subject = str(item.get("name", "")) or "unnamed"
         if "known" in item and item.get("known") is False:
-            out.append(Observation(subject, True, f"{rule.id}: {subject} is not in the dataset; nothing to judge",
-                                   {"item": dict(item)}))
+            why = str(item.get("lifecycle_reason", "")) or "not in the controller's dataset"
+            out.append(cannot_judge(subject, f"{subject}: {why}", {"item": dict(item)}))
             continue
         judged = generic(rule, item)
         evidence = {**judged.evidence, "item": dict(item)}
         text = note(item) if note else ""
         message = judged.message.replace(f"{rule.id}: ", f"{rule.id}: {subject}: {text + '; ' if text else ''}", 1)
-        out.append(Observation(subject, judged.passed, message, evidence))
+        out.append(Observation(subject, judged.verdict, message, evidence))
     return out

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.baselines import AllowEntry, Rule, parse_allow_entry_cached
-from controller.judges.base import InvalidFacts, Judge, Observation, TicketView, as_int
+from controller.judges.base import InvalidFacts, Judge, Observation, TicketView, as_int, verdict
 
 _PROTOS = {"tcp", "tcp6", "udp", "udp6"}
 
@@ -99,7 +99,7 @@ def _ports(rule: Rule, facts: Mapping[str, Any]) -> list[Observation]:
                         f"; {str(would)!r} would allow it, but the agent could not see which process listens "
                         "(it needs the rights to inspect other users' processes)"
                     )
-        out.append(Observation(subject, entry is not None, message, evidence))
+        out.append(Observation(subject, verdict(entry is not None), message, evidence))
     return out
 
 

@@ -20,7 +20,7 @@ from common.errors import UsageError
 from controller import web
 from controller.baselines import BaselineError
 from controller.core import Controller
-from controller.domain import audit, changes, eol, exceptions, workflow
+from controller.domain import audit, changes, eol, exceptions, tickets, workflow
 from controller.domain.users import role_allows, user_for_api_key
 from controller.errors import Conflict, Forbidden, NotFound, http_status
 from controller.rest import notifications as notify_api
@@ -230,7 +230,7 @@ def create_app(ctl: Controller, channel: AgentChannelService | None = None) -> F
         with ctl.sessions.begin() as s, http_errors():
             e = exceptions.revoke(s, exception_id, user, str((body or {}).get("reason", "") or ""))
             out = exceptions.exception_json(e, s)
-            exceptions.release(s)
+            tickets.release_lapsed_exceptions(s)
             return out
 
     def baseline_json(b: Baseline) -> dict[str, Any]:

@@ -64,6 +64,8 @@ class Agent(Base):
     spool_depth: Mapped[int] = mapped_column(BigInteger, default=0)
     dropped_records: Mapped[int] = mapped_column(BigInteger, default=0)
     policy_id: Mapped[str] = mapped_column(String(64), default="")
+    # task id -> when its last result arrived (ISO 8601): a task silent past its interval is unknown.
+    last_results: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
 
 
 class EnrollmentTokenRow(Base):
@@ -119,7 +121,7 @@ class Finding(Base):
     rule_id: Mapped[str] = mapped_column(String(128))
     subject: Mapped[str] = mapped_column(String(512))
     check_id: Mapped[str] = mapped_column(String(32))
-    status: Mapped[str] = mapped_column(String(8))  # pass | fail
+    status: Mapped[str] = mapped_column(String(8))  # pass | fail | unknown (controller.vocabulary.VERDICTS)
     severity: Mapped[str] = mapped_column(String(16))
     baseline: Mapped[str] = mapped_column(String(128))
     baseline_version: Mapped[int] = mapped_column(Integer)
@@ -131,7 +133,8 @@ class Finding(Base):
     result_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     # A failing finding covered by an unexpired exception: accepted risk, no ticket.
     exception_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    __table_args__ = (UniqueConstraint("asset", "rule_id", "subject", name="uq_findings_key"),)
+    # Two baselines that share a rule id judge an asset separately: the baseline is part of the key.
+    __table_args__ = (UniqueConstraint("asset", "baseline", "rule_id", "subject", name="uq_findings_key"),)
 
 
 class Ticket(Base):
@@ -394,5 +397,7 @@ class ComplianceSnapshot(Base):
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime, primary_key=True)
     findings_total: Mapped[int] = mapped_column(Integer)
     findings_passing: Mapped[int] = mapped_column(Integer)
+    # Findings the controller could not judge (counted in the total, never as passing); None before 0004.
+    findings_unknown: Mapped[int | None] = mapped_column(Integer, nullable=True)
     agents: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)  # status -> count
     open_tickets: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)  # severity -> count

@@ -28,7 +28,7 @@ from common.errors import UsageError
 from controller import vocabulary
 from controller.baselines import BaselineError
 from controller.core import Controller
-from controller.domain import audit, changes, exceptions, workflow
+from controller.domain import audit, changes, exceptions, tickets, workflow
 from controller.domain.tickets import ACTIVE
 from controller.domain.users import needs_mfa, require, role_allows
 from controller.errors import Conflict, Forbidden, NotFound, http_status
@@ -422,14 +422,17 @@ def agents_page(request: Request) -> Response:
     with page(request) as c:
         s = c.s
         agents = list(s.execute(select(Agent).order_by(Agent.hostname, Agent.id)).scalars())
-        failing = dict(s.execute(select(Finding.asset, func.count()).where(Finding.status == "fail")
+        failing = dict(s.execute(select(Finding.asset, func.count()).where(Finding.status == vocabulary.FAIL)
+                                 .group_by(Finding.asset)).all())
+        unknown = dict(s.execute(select(Finding.asset, func.count()).where(Finding.status == vocabulary.UNKNOWN)
                                  .group_by(Finding.asset)).all())
         total = dict(s.execute(select(Finding.asset, func.count()).group_by(Finding.asset)).all())
         counts: dict[str, int] = {}
         for a in agents:
             key = "revoked" if a.revoked_at is not None else a.status
             counts[key] = counts.get(key, 0) + 1
-        return c.render("agents.html", "Agents", agents=agents, failing=failing, total=total, counts=counts)
+        return c.render("agents.html", "Agents", agents=agents, failing=failing, unknown=unknown, total=total,
+                        counts=counts)
 
 
 @router.get("/agents/{agent_id}")
@@ -446,10 +449,10 @@ def agent_page(request: Request, agent_id: str) -> Response:
         for cap in a.checks or []:
             cid = str(cap.get("check_id", "")) if isinstance(cap, Mapping) else str(cap)
             per_check.setdefault(cid, {"version": cap.get("version") if isinstance(cap, Mapping) else None,
-                                       "pass": 0, "fail": 0, "last": None})
+                                       "pass": 0, "fail": 0, "unknown": 0, "last": None})
         for f in findings:
-            row = per_check.setdefault(f.check_id, {"version": None, "pass": 0, "fail": 0, "last": None})
-            row["pass" if f.status == "pass" else "fail"] += 1
+            row = per_check.setdefault(f.check_id, {"version": None, "pass": 0, "fail": 0, "unknown": 0, "last": None})
+            row[f.status if f.status in vocabulary.VERDICTS else "fail"] += 1
             row["last"] = max(row["last"], f.last_seen) if row["last"] else f.last_seen
         open_tickets = list(s.execute(select(Ticket).where(Ticket.asset == agent_id, Ticket.status.in_(ACTIVE))
                                       .order_by(Ticket.last_seen.desc())).scalars())
@@ -585,7 +588,7 @@ async def exception_revoke(request: Request, exception_id: str) -> Response:
     def work(s: Session, user: User, form: FormData, now: dt.datetime) -> tuple[str, str]:
         require(user, "analyst", "revoking an exception")
         e = exceptions.revoke(s, exception_id, user, _f(form, "reason"))
-        reopened = exceptions.release(s)
+        reopened = tickets.release_lapsed_exceptions(s)
         more = f"; tickets reopened: {', '.join(map(str, reopened))}" if reopened else ""
         return f"exception {e.id} revoked{more}", "/exceptions"
 

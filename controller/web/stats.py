@@ -30,10 +30,11 @@ SNAPSHOT_EVERY = dt.timedelta(minutes=10)
 def current(session: Session, now: dt.datetime) -> ComplianceSnapshot:
     """The fleet now, as an unsaved snapshot: findings passing/total, agents by status (revoked agents
     left out), open tickets by severity."""
-    passing = total = 0
+    passing = total = unknown = 0
     for status, n in session.execute(select(Finding.status, func.count()).group_by(Finding.status)):
         total += int(n)
-        passing += int(n) if status == "pass" else 0
+        passing += int(n) if status == vocabulary.PASS else 0
+        unknown += int(n) if status == vocabulary.UNKNOWN else 0
     agents = {s: 0 for s in AGENT_STATUSES}
     for status, n in session.execute(select(Agent.status, func.count()).where(Agent.revoked_at.is_(None))
                                      .group_by(Agent.status)):
@@ -43,11 +44,13 @@ def current(session: Session, now: dt.datetime) -> ComplianceSnapshot:
                                   .group_by(Ticket.severity)):
         tickets[str(sev)] = tickets.get(str(sev), 0) + int(n)
     return ComplianceSnapshot(at=now.astimezone(dt.UTC), findings_total=total, findings_passing=passing,
+                              findings_unknown=unknown,
                               agents=agents, open_tickets=tickets)
 
 
 def compliance_pct(snap: ComplianceSnapshot) -> float | None:
-    """Passing findings / all findings, in percent; ``None`` when nothing was evaluated yet."""
+    """Passing findings / all findings, in percent; ``None`` when nothing was evaluated yet. Findings the
+    controller could not judge count in the total and never as passing."""
     if not snap.findings_total:
         return None
     return 100.0 * snap.findings_passing / snap.findings_total

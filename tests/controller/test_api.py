@@ -10,8 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from controller.core import Controller, ControllerConfig
-from controller.domain.tickets import Outcome, RuleRef, apply_outcomes
+from controller.domain.tickets import RuleRef, apply_outcomes
 from controller.domain.users import create_api_key, create_user
+from controller.judges.base import Observation
 from controller.rest.app import create_app
 from controller.storage.models import Agent
 
@@ -31,7 +32,8 @@ def env(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str], int]]:
                     tags=["linux"], status="online", max_sequence=0))
         s.flush()
         ref = RuleRef("PORTS-ALLOWED", "ports", "high", ("TPEx-CPA 3(10)5",), "tw-securities-linux", 1)
-        (ticket,) = apply_outcomes(s, "agt-1", "web1", ref, [Outcome("tcp/0.0.0.0:8000", False, "bad", {})], now, None)
+        (ticket,) = apply_outcomes(s, "agt-1", "web1", ref, [Observation("tcp/0.0.0.0:8000", "fail", "bad", {})], now,
+                                   None)
         tid = ticket.id
     with TestClient(create_app(ctl)) as client:
         yield client, keys, tid

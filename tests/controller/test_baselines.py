@@ -114,7 +114,7 @@ BAD = {
             9,
             "rules[0].expects",
             "unknown key; did you mean 'expect'? allowed keys: id, check, severity, interval, params, expect, refs, "
-            "description",
+            "description, on_unknown",
         ),
     ],
     # The missing key is reported where the document starts (after the leading comment).

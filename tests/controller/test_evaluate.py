@@ -196,16 +196,18 @@ def test_default_baseline_ports_rule() -> None:
 
 
 @pytest.mark.parametrize("status", ["ERROR", "TIMEOUT", "UNSUPPORTED", "KIND_UNSPECIFIED"])
-def test_a_check_that_did_not_run_is_a_failing_observation(status: str) -> None:
-    obs = evaluate(ports_rule("tcp/22"), "ports", {}, status)
+def test_a_check_that_did_not_run_is_an_unknown_observation(status: str) -> None:
+    obs = evaluate(ports_rule("tcp/22"), "ports", {}, status, status_message="ss: permission denied")
+    why = f"the ports check reported {status}: ss: permission denied, so PORTS-ALLOWED could not be evaluated"
     assert obs == [
         Observation(
             "check-status",
-            False,
-            f"the ports check reported {status}, so PORTS-ALLOWED could not be evaluated",
-            {"status": status, "check": "ports"},
+            "unknown",
+            f"cannot judge: {why}",
+            {"status": status, "check": "ports", "status_message": "ss: permission denied", "unknown": why},
         )
     ]
+    assert not obs[0].passed
 
 
 def test_partial_results_are_judged() -> None:
@@ -277,7 +279,7 @@ def judge(check: str, expect: dict[str, Any], facts: dict[str, Any]) -> Observat
         key = "products" if check == "av" else "items"
         (obs,) = evaluate(rule_of(check, expect), check, {key: [{"name": "x", **facts}]}, "OK")
         assert obs.subject == "x"
-        return Observation("", obs.passed, obs.message.replace("R-1: x: ", "R-1: "), obs.evidence)
+        return Observation("", obs.verdict, obs.message.replace("R-1: x: ", "R-1: "), obs.evidence)
     (obs,) = evaluate(rule_of(check, expect), check, facts, "OK")
     assert obs.subject == ""
     return obs
@@ -367,15 +369,19 @@ def test_av_judged_per_product_and_no_product_fails() -> None:
     assert obs[0].evidence["item"]["name"] == "clamav"
 
 
-def test_eol_item_missing_from_dataset_passes_with_a_note() -> None:
+def test_eol_item_missing_from_dataset_is_unknown_never_passing() -> None:
     rule = rule_of("eol", {"supported": True})
     obs = evaluate(rule, "eol", {"items": [
         {"name": "debian 12", "known": True, "supported": True},
-        {"name": "frobnicator 1", "known": False},
+        {"name": "frobnicator 1", "known": False, "lifecycle_reason": "frobnicator is not in the dataset"},
+        {"name": "centos 7", "known": False},
         {"name": "nodejs 16", "known": True, "supported": False},
     ]}, "OK")
-    assert [(o.subject, o.passed) for o in obs] == [("debian 12", True), ("frobnicator 1", True), ("nodejs 16", False)]
-    assert "not in the dataset" in obs[1].message
+    assert [(o.subject, o.verdict) for o in obs] == [
+        ("debian 12", "pass"), ("frobnicator 1", "unknown"), ("centos 7", "unknown"), ("nodejs 16", "fail")]
+    assert obs[1].message == "cannot judge: frobnicator 1: frobnicator is not in the dataset"
+    assert obs[2].message == "cannot judge: centos 7: not in the controller's dataset"
+    assert not any(o.passed for o in obs[1:3])
 
 
 def test_av_product_without_databases_says_never_updated() -> None:

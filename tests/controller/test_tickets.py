@@ -11,7 +11,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.domain import audit
-from controller.domain.tickets import INITIAL_REPORT_WINDOW, Outcome, RuleRef, apply_outcomes, dedupe_key
+from controller.domain.tickets import INITIAL_REPORT_WINDOW, RuleRef, apply_outcomes, dedupe_key
+from controller.judges.base import Observation
 from controller.storage.models import AuditEntry, Finding, Ticket, TicketEvent
 from tests.controller._db import migrated_sessions
 
@@ -28,12 +29,12 @@ PORTS = RuleRef(
 SUBJECT = "tcp/0.0.0.0:6379"
 
 
-def fail(subject: str = SUBJECT, message: str = "tcp/0.0.0.0:6379 (redis) is not allowed") -> Outcome:
-    return Outcome(subject, False, message, {"port": 6379, "process": "redis-server"})
+def fail(subject: str = SUBJECT, message: str = "tcp/0.0.0.0:6379 (redis) is not allowed") -> Observation:
+    return Observation(subject, "fail", message, {"port": 6379, "process": "redis-server"})
 
 
-def ok(subject: str = SUBJECT, message: str = "tcp/0.0.0.0:6379 is allowed") -> Outcome:
-    return Outcome(subject, True, message, {"port": 6379})
+def ok(subject: str = SUBJECT, message: str = "tcp/0.0.0.0:6379 is allowed") -> Observation:
+    return Observation(subject, "pass", message, {"port": 6379})
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
 
 def apply(
     sessions: sessionmaker[Session],
-    outcomes: list[Outcome],
+    outcomes: list[Observation],
     at: dt.datetime,
     rule: RuleRef = PORTS,
     complete: bool = True,
@@ -83,7 +84,7 @@ def test_failing_outcome_opens_one_ticket(sessions: sessionmaker[Session]) -> No
         assert t.occurrences == 1
         assert t.first_seen == t.last_seen == T0
         assert t.initial_report_due == T0 + dt.timedelta(minutes=30)
-        assert t.dedupe_key == dedupe_key(ASSET, "PORTS-ALLOWED", SUBJECT)
+        assert t.dedupe_key == dedupe_key(ASSET, "tw-securities-web", "PORTS-ALLOWED", SUBJECT)
         assert (t.asset, t.rule_id, t.subject, t.check_id, t.severity) == (
             ASSET,
             "PORTS-ALLOWED",
@@ -111,7 +112,7 @@ def test_initial_report_due_only_for_critical_and_high(
     sessions: sessionmaker[Session], severity: str, due: dt.timedelta | None
 ) -> None:
     rule = RuleRef("CLOCK", "ntp", severity, (), "tw-securities-web", 3)
-    apply(sessions, [Outcome("", False, "clock is off by 900 ms", {"offset_ms": 900})], T0, rule=rule)
+    apply(sessions, [Observation("", "fail", "clock is off by 900 ms", {"offset_ms": 900})], T0, rule=rule)
     with sessions() as s:
         [t] = tickets(s)
         assert t.severity == severity

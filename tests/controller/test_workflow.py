@@ -11,10 +11,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.errors import UsageError
-from controller.domain import audit, exceptions, workflow
-from controller.domain.tickets import INITIAL_REPORT_WINDOW, Outcome, RuleRef, apply_outcomes
+from controller.domain import audit, exceptions, tickets, workflow
+from controller.domain.tickets import INITIAL_REPORT_WINDOW, RuleRef, apply_outcomes
 from controller.domain.users import create_user
 from controller.errors import Conflict, Forbidden
+from controller.judges.base import Observation
 from controller.storage.models import Agent, Finding, OutboxMessage, Ticket, TicketEvent, User
 from tests.controller._db import migrated_sessions
 
@@ -43,7 +44,7 @@ def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
 
 def fail_at(sessions: sessionmaker[Session], at: dt.datetime, subject: str = SUBJECT) -> list[int]:
     with sessions.begin() as s:
-        out = apply_outcomes(s, ASSET, "web-01", PORTS, [Outcome(subject, False, f"{subject} is not allowed",
+        out = apply_outcomes(s, ASSET, "web-01", PORTS, [Observation(subject, "fail", f"{subject} is not allowed",
                                                                  {"proto": "tcp", "address": "0.0.0.0", "port": 6379,
                                                                   "process": "redis-server", "owner_known": True})],
                              at, None)
@@ -163,10 +164,10 @@ def test_false_positive_with_exception_stops_recurrence_until_it_expires(session
         assert e.reason == "redis is the session cache here"
     # Nothing happens before expiry ...
     with sessions.begin() as s:
-        assert exceptions.release(s, expires - dt.timedelta(seconds=1)) == []
+        assert tickets.release_lapsed_exceptions(s, expires - dt.timedelta(seconds=1)) == []
     # ... and at expiry the still-failing finding reopens its ticket at once.
     with sessions.begin() as s:
-        assert exceptions.release(s, expires + dt.timedelta(seconds=1)) == [tid]
+        assert tickets.release_lapsed_exceptions(s, expires + dt.timedelta(seconds=1)) == [tid]
     with sessions() as s:
         t3 = s.get(Ticket, tid)
         assert t3 is not None and t3.status == "open" and t3.exception_id is None
@@ -189,7 +190,7 @@ def test_an_exception_created_ahead_means_no_ticket_and_revoking_it_opens_one(se
         with pytest.raises(Forbidden, match="only an admin or its creator"):
             exceptions.revoke(s, eid, user(s, "bob"), "no")
         exceptions.revoke(s, eid, user(s, "admin"), "migration done", now=T0 + dt.timedelta(hours=1))
-        opened = exceptions.release(s, T0 + dt.timedelta(hours=1))
+        opened = tickets.release_lapsed_exceptions(s, T0 + dt.timedelta(hours=1))
     assert len(opened) == 1
     with sessions() as s:
         (t,) = s.execute(select(Ticket)).scalars()

@@ -14,8 +14,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from controller.core import Controller, ControllerConfig
-from controller.domain.tickets import Outcome, RuleRef, apply_outcomes
+from controller.domain.tickets import RuleRef, apply_outcomes
 from controller.domain.users import create_user
+from controller.judges.base import Observation
 from controller.rest.app import create_app
 from controller.storage.models import Agent
 
@@ -56,13 +57,13 @@ def web(tmp_path: Path) -> Iterator[Web]:
                     tags=["linux"], status="online", max_sequence=0, last_seen=now, version="0.1.0"))
         s.flush()
         ref = RuleRef("PORTS-ALLOWED", "ports", "high", ("TPEx-CPA 3(10)5",), "tw-securities-linux", 1)
-        (ticket,) = apply_outcomes(s, "agt-1", "web1", ref, [Outcome(
-            "tcp/0.0.0.0:8000", False, "tcp/0.0.0.0:8000 (rogue) is not allowed",
+        (ticket,) = apply_outcomes(s, "agt-1", "web1", ref, [Observation(
+            "tcp/0.0.0.0:8000", "fail", "tcp/0.0.0.0:8000 (rogue) is not allowed",
             {"proto": "tcp", "address": "0.0.0.0", "port": 8000, "process": "rogue", "owner_known": True})],
             now, None)
         fim = RuleRef("FIM-WEBROOT", "fim", "critical", ("TPEx-CPA 3(8)4(3)",), "tw-securities-linux", 1)
-        apply_outcomes(s, "agt-1", "web1", fim, [Outcome(
-            "/var/www/html/index.html", False, "unexpected change: modified /var/www/html/index.html",
+        apply_outcomes(s, "agt-1", "web1", fim, [Observation(
+            "/var/www/html/index.html", "fail", "unexpected change: modified /var/www/html/index.html",
             {"path": "/var/www/html/index.html", "kind": "modified",
              "diff": "--- a/index.html\n+++ b/index.html\n@@ -1 +1 @@\n-<h1>Hello</h1>\n+<h1>Hacked</h1>\n"})],
             now, None)

@@ -17,7 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.domain import workflow
-from controller.domain.tickets import Outcome, RuleRef, apply_outcomes
+from controller.domain.tickets import RuleRef, apply_outcomes
+from controller.judges.base import Observation
 from controller.storage.models import Delivery, DeliveryAttempt, User
 from tests.controller._db import migrated_sessions
 
@@ -57,7 +58,8 @@ def open_ticket(sessions: sessionmaker[Session], subject: str, severity: str = "
     rule = dataclasses.replace(RULE, severity=severity)
     with sessions.begin() as s:
         [t] = apply_outcomes(s, ASSET, "web-01", rule,
-                             [Outcome(subject, False, f"{subject} (redis) is not allowed", evidence or {"port": 6379})],
+                             [Observation(subject, "fail", f"{subject} (redis) is not allowed",
+                                          evidence or {"port": 6379})],
                              dt.datetime.now(dt.UTC), None, complete=False)
         return t.id
 
