@@ -73,8 +73,8 @@ def ingest_reports(
     """Store and judge ``reports`` of one agent in the caller's transaction; one Ack per report, in order.
 
     The caller commits, then sends the acks: an ack therefore always means "durably stored". The batch
-    costs a fixed number of queries (duplicates, one multi-row insert, the asset's findings and tickets)
-    plus writes for what changed.
+    costs a fixed number of queries (duplicates, one executemany insert and one query for its ids, the
+    asset's findings and tickets) plus writes for what changed.
     """
     agent = session.get(Agent, agent_id)
     if agent is None:
@@ -132,7 +132,16 @@ def ingest_reports(
         }
         for r, facts, status in accepted
     ]
-    ids = session.execute(insert(Result).returning(Result.id, sort_by_parameter_order=True), rows).scalars().all()
+    # One executemany, then one query for the ids: INSERT ... RETURNING in parameter order runs row by row
+    # on SQLite, which cost a statement per result.
+    session.execute(insert(Result), rows)
+    by_seq: dict[int, int] = {}
+    new_seqs = [r.sequence for r, _, _ in accepted]
+    for chunk in range(0, len(new_seqs), 500):
+        found = session.execute(select(Result.sequence, Result.id).where(
+            Result.agent_id == agent_id, Result.sequence.in_(new_seqs[chunk:chunk + 500])))
+        by_seq.update((int(seq), int(rid)) for seq, rid in found)
+    ids = [by_seq[s] for s in new_seqs]
     agent.max_sequence = max(agent.max_sequence, *(r.sequence for r, _, _ in accepted))
     book = Book(session, agent_id, when)
     heard = dict(agent.last_results or {})
