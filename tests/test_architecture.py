@@ -127,16 +127,14 @@ def test_one_judge_module_per_check_named_by_its_id() -> None:
 def test_ingest_tickets_and_transports_hold_no_check_id() -> None:
     # What the controller knows about a check lives in its judge; these modules ask the judge.
     ids = {c.id for c in REGISTRY} - {"agent"}  # "agent" is also the word for an enrolled agent
-    files = ["controller/domain/ingest.py", "controller/domain/tickets.py", "controller/domain/workflow.py"]
+    files = ["controller/domain/ingest.py", "controller/domain/tickets.py", "controller/domain/workflow.py",
+             "controller/rpc/service.py", "controller/core.py"]
     found = {}
     for rel in files:
         tree = ast.parse((ROOT / rel).read_text())
         consts = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
         found[rel] = sorted(consts & ids)
-    # ingest still enriches eol facts with the EOL dataset and annotates fim events with approved changes
-    # before storing them; both move behind judge hooks next (issue 10).
-    assert found == {"controller/domain/ingest.py": ["eol", "fim"], "controller/domain/tickets.py": [],
-                     "controller/domain/workflow.py": []}
+    assert found == {f: [] for f in files}
 
 
 # -- the controller's layers ------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from controller.domain import changes, eol
 from controller.domain.policy import Applicable
 from controller.domain.tickets import Book, RuleRef, apply_outcomes
 from controller.judges import InvalidFacts, evaluate, judge_for
+from controller.judges.base import Context
 from controller.judges.registry import JUDGES
 from controller.storage.models import Agent, Result
 from proto.vigil.v1 import agent_service_pb2 as pb
@@ -29,6 +30,10 @@ log = logging.getLogger(__name__)
 
 # The Report oneof field of each check id that this controller can judge.
 KNOWN_RESULTS: dict[str, str] = {check_id: j.report_field for check_id, j in JUDGES.items()}
+
+
+# Agent-row columns a judge may set from facts that describe the asset itself.
+ASSET_STATE = frozenset({"spool_depth", "dropped_records"})
 
 
 class InvalidReport(ValueError):
@@ -88,7 +93,13 @@ def ingest_reports(
         ).scalars())
     acks: list[pb.Ack] = []
     accepted: list[tuple[report_pb2.Report, dict[str, Any], str]] = []
-    reasons: dict[str, str] = {}  # approved changes that fim events fell inside: id -> reason
+    reasons: dict[str, str] = {}  # approved changes that results fell inside: id -> reason
+
+    def approved_changes(facts: dict[str, Any]) -> dict[str, str]:
+        used = changes.annotate(session, agent_id, agent.hostname, facts, when, agent.tags)
+        return {cid: change.reason for cid, change in used.items()}
+
+    ctx = Context(today=when.date(), eol_dataset=eol.active_dataset(), approved_changes=approved_changes)
     for report in reports:
         seq = report.sequence
         if seq <= 0:
@@ -104,13 +115,10 @@ def ingest_reports(
             log.warning("agent %s: rejected report %d: %s", agent_id, seq, exc)
             acks.append(_ack(seq, pb.Ack.REJECTED, str(exc)))
             continue
-        if report.check_id == "eol" and facts:
-            # The controller judges with its own EOL dataset (fields 9-18), whatever the agent sent.
-            facts = eol.enrich(facts, eol.active_dataset(), when.date())
-        if report.check_id == "fim" and facts.get("events"):
-            # Before storing: the stored facts say which approved change each event fell inside.
-            for cid, change in changes.annotate(session, agent_id, agent.hostname, facts, when, agent.tags).items():
-                reasons[cid] = change.reason
+        # The judge completes the facts with what only the controller knows (its EOL dataset, the
+        # approved changes) before they are stored, so the stored facts are the ones judged.
+        facts, used = judge_for(report.check_id).prepare(facts, ctx)
+        reasons.update(used)
         stored.add(seq)  # a sequence repeated inside one batch is a duplicate too
         accepted.append((report, facts, common_pb2.CheckStatus.Kind.Name(report.status.kind)))
         acks.append(_ack(seq, pb.Ack.STORED))
@@ -146,9 +154,9 @@ def ingest_reports(
     book = Book(session, agent_id, when)
     heard = dict(agent.last_results or {})
     for (report, facts, status), result_id in zip(accepted, ids, strict=True):
-        if report.check_id == "agent" and facts:
-            agent.spool_depth = int(facts.get("spool_depth", 0))
-            agent.dropped_records = int(facts.get("dropped_records", 0))
+        for column, value in judge_for(report.check_id).asset_state(facts).items():
+            if column in ASSET_STATE:
+                setattr(agent, column, value)
         if report.task_id:
             heard[report.task_id] = when.isoformat()
         judge(session, agent, report.check_id, report.task_id, facts, status, rules, when, result_id, book, reasons,

@@ -24,26 +24,29 @@ from controller.baselines import BaselineDoc
 from controller.domain.policy import Applicable, applicable_rules
 from controller.domain.tickets import RuleRef, apply_outcomes
 from controller.judges import CHECK_STATUS_SUBJECT, judge_for
-from controller.judges.agent import allowed_silence_s
+from controller.judges.agent import JUDGE as AGENT_JUDGE
+from controller.judges.agent import allowed_silence_s, contact_rules
 from controller.judges.base import Observation, cannot_judge, verdict
 from controller.storage.models import Agent, Finding
 from controller.vocabulary import PASS, UNKNOWN
 
 CONTACT_SUBJECT = "contact"
+AGENT_CHECK = AGENT_JUDGE.id
 # A result may come up to this much after twice the rule's interval (a busy agent, a slow check).
 STALE_GRACE_S = 120
 
 
 def contact_outcome(s: Session, agent: Agent, back: bool, now: dt.datetime, docs: Sequence[BaselineDoc]) -> None:
     """Open (``back`` false) or resolve (``back`` true) the agent's lost-contact ticket."""
-    rules = [a for a in applicable_rules(docs, agent.tags) if a.rule.check == "agent"]
+    apps = applicable_rules(docs, agent.tags)
+    contact = contact_rules(a.rule for a in apps)
     rule_id, severity, baseline, version = "AGENT-CONTACT", "high", "", 0
     refs: tuple[str, ...] = ("TPEx-CPA 3(8)4(2)",)
-    if rules:
-        app = rules[0]
+    if contact:
+        app = next(a for a in apps if a.rule is contact[0])
         rule_id, severity, refs = app.rule.id, app.rule.severity, tuple(app.rule.refs)
         baseline, version = app.baseline.name, app.baseline.version
-    ref = RuleRef(rule_id, "agent", severity, refs, baseline, version)
+    ref = RuleRef(rule_id, AGENT_CHECK, severity, refs, baseline, version)
     since = agent.last_seen.isoformat(timespec="seconds") if agent.last_seen else "never"
     msg = "heartbeats resumed" if back else f"device lost contact (last heartbeat {since})"
     outcome = Observation(CONTACT_SUBJECT, verdict(back), msg, {"last_seen": since})

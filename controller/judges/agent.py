@@ -36,10 +36,15 @@ def _agent(rule: Rule, facts: Mapping[str, Any]) -> list[Observation]:
     return [Observation("spool", verdict(passed), message, evidence)]
 
 
+def contact_rules(rules: Iterable[Rule]) -> list[Rule]:
+    """The rules that judge an agent's contact (its ``agent`` rules): a lost agent tickets under the first."""
+    return [r for r in rules if r.check == AgentSelf.id]
+
+
 def allowed_silence_s(rules: Iterable[Rule]) -> int | None:
     """The shortest ``max_silence`` any agent rule allows, in seconds; None when no rule sets one."""
     limits = [
-        parse_duration(str(r.expect["max_silence"])) for r in rules if r.check == "agent" and "max_silence" in r.expect
+        parse_duration(str(r.expect["max_silence"])) for r in contact_rules(rules) if "max_silence" in r.expect
     ]
     return min(limits, default=None)
 
@@ -50,6 +55,12 @@ class AgentSelf(Judge):
 
     def evaluate(self, rule: Rule, facts: Mapping[str, Any], changes: Mapping[str, str]) -> list[Observation]:
         return _agent(rule, facts)
+
+    def asset_state(self, facts: Mapping[str, Any]) -> dict[str, int]:
+        if not facts:
+            return {}
+        return {"spool_depth": as_int(facts.get("spool_depth", 0)),
+                "dropped_records": as_int(facts.get("dropped_records", 0))}
 
     def hint(self, ticket: TicketView) -> str | None:
         return None

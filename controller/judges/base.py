@@ -12,6 +12,7 @@ numeric strings.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -22,6 +23,7 @@ from controller.vocabulary import FAIL, PASS, UNKNOWN, Verdict
 __all__ = [
     "CHECK_STATUS_SUBJECT",
     "JUDGEABLE",
+    "Context",
     "InvalidFacts",
     "Judge",
     "Observation",
@@ -72,6 +74,20 @@ def cannot_judge(subject: str, reason: str, evidence: dict[str, Any] | None = No
 
 
 @dataclass(frozen=True)
+class Context:
+    """What the controller knows besides a result, for judges that complete facts before they are stored.
+
+    The judge stays pure: ``eol_dataset`` is data, and ``approved_changes`` is a function the domain
+    supplies (it reads the approved changes) that marks each fim event with the change it fell inside
+    and returns change id -> reason.
+    """
+
+    today: dt.date
+    eol_dataset: Any = None
+    approved_changes: Callable[[dict[str, Any]], Mapping[str, str]] = field(default=lambda facts: {})
+
+
+@dataclass(frozen=True)
 class TicketView:
     """What a judge may read of a ticket to suggest a baseline change."""
 
@@ -101,6 +117,17 @@ class Judge:
 
     def validate(self, facts: dict[str, Any]) -> None:
         """Raise InvalidFacts when ``facts`` do not hold up; may normalise them in place."""
+
+    def prepare(self, facts: dict[str, Any], ctx: Context) -> tuple[dict[str, Any], dict[str, str]]:
+        """Complete valid facts with what only the controller knows, before they are stored and judged.
+
+        Returns the facts to store and the reasons of the approved changes they refer to (for messages).
+        """
+        return facts, {}
+
+    def asset_state(self, facts: Mapping[str, Any]) -> dict[str, int]:
+        """Facts that describe the asset itself (its spool), kept on the agent's row: column -> value."""
+        return {}
 
     def evaluate(self, rule: Rule, facts: Mapping[str, Any], changes: Mapping[str, str]) -> list[Observation]:
         """Judge facts of a result that ran (status OK or PARTIAL) against ``rule``."""

@@ -17,6 +17,7 @@ from controller.baselines import Rule
 from controller.judges.base import (
     CHECK_STATUS_SUBJECT,
     JUDGEABLE,
+    Context,
     InvalidFacts,
     Judge,
     Observation,
@@ -209,6 +210,12 @@ class Fim(Judge):
 
     def evaluate(self, rule: Rule, facts: Mapping[str, Any], changes: Mapping[str, str]) -> list[Observation]:
         return _fim(rule, facts, changes)
+
+    def prepare(self, facts: dict[str, Any], ctx: Context) -> tuple[dict[str, Any], dict[str, str]]:
+        # Before storing: the stored facts say which approved change each event fell inside.
+        if not facts.get("events"):
+            return facts, {}
+        return facts, dict(ctx.approved_changes(facts))
 
     def settled(self, facts: Mapping[str, Any], status: str) -> dict[str, str]:
         return settled_subjects(facts, status)
