@@ -13,70 +13,94 @@ Exception tree::
 Parsing goes through PyYAML's node composer rather than ``safe_load`` because nodes keep their
 position: every value we build is paired with the line it came from, so errors raised later by the
 pydantic models can still point into the file.
+
+The language knows no check: what a ``check:`` value may be, its ``params`` and ``expect`` models and
+its default interval come in as :class:`CheckSpec` values, one per check id. The controller builds
+them from its judges (``controller.judges.registry.CHECK_SPECS``), which own everything per check.
+
+Input is bounded before it costs anything: at most :data:`MAX_BYTES`, strict UTF-8 (a bad byte is
+named by its offset), nesting at most :data:`MAX_DEPTH` deep, whole numbers within +/-:data:`MAX_INT`.
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
-import ipaddress
 import math
-import ntpath
-import posixpath
 import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Annotated, Any, NamedTuple, get_args, get_origin
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
-from pydantic import model_validator as _model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
-from common.durations import parse_duration
-from common.errors import UsageError, VigilError
+from common.errors import VigilError
 from controller import vocabulary
 
 __all__ = [
-    "DEFAULT_INTERVALS_S",
-    "KNOWN_CHECKS",
+    "MAX_BYTES",
+    "MAX_DEPTH",
+    "MAX_DURATION_S",
+    "MAX_INT",
     "MIN_INTERVAL_S",
     "SEVERITIES",
-    "AllowEntry",
     "BaselineDoc",
     "BaselineError",
+    "CheckSpec",
+    "Duration",
     "Problem",
     "Rule",
+    "StrictModel",
+    "WholeNumber",
+    "check_duration",
+    "decode_baseline",
+    "duration_s",
+    "fail",
     "load_baseline",
-    "parse_allow_entry",
-    "parse_allow_entry_cached",
+    "too_large",
 ]
 
-KNOWN_CHECKS: frozenset[str] = frozenset({"ports", "fim", "av", "eol", "ntp", "agent"})
 SEVERITIES = vocabulary.SEVERITIES
 # What a rule's unknown verdict (the controller could not judge) does: ticket, or record a finding only.
 ON_UNKNOWN: tuple[str, ...] = ("ticket", "record")
-# How often a rule's check runs when the rule does not say: cheap, fast-changing state often, slow
-# state (EOL dates) rarely. A check not listed here gets _FALLBACK_INTERVAL_S.
-DEFAULT_INTERVALS_S: dict[str, int] = {
-    "ports": 300,
-    "fim": 3600,
-    "av": 3600,
-    "eol": 86400,
-    "ntp": 300,
-    "agent": 60,
-}
+# A rule stored without an interval (documents are always written with one) runs this often.
 _FALLBACK_INTERVAL_S = 300
 # Below this an agent would spend its life collecting, and a fleet would flood the controller.
 MIN_INTERVAL_S = 10
+# A year: longer is a typo, and the agent's schedule holds the interval in 32 bits.
+MAX_DURATION_S = 366 * 86400
 # Operators of the generic `expect` form: a fact compared against a number.
 OPERATORS: tuple[str, ...] = ("max", "min", "max_abs", "equals")
+
+# The largest baseline file accepted, checked before anything is parsed. The shipped default baseline
+# is about 6 KiB; a megabyte is room for thousands of rules, and no more than a parser should hold.
+MAX_BYTES = 1024 * 1024
+# How deep mappings and lists may nest (a real baseline needs 7 levels). Checked while composing, so
+# that a hostile file cannot reach Python's recursion limit.
+MAX_DEPTH = 32
+# Every whole number in a baseline: parameters travel to agents as protobuf doubles, which hold whole
+# numbers exactly up to 2**53, and every integer column of the database is at least 32 bits wide.
+MAX_INT = 2**53
+# Whole numbers stored in a 32-bit column (the baseline version).
+MAX_INT32 = 2**31 - 1
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _RULE_ID_RE = re.compile(r"^[A-Z0-9][A-Z0-9_-]*$")
 # Facts are looked up by plain key in the check's result (no dotted paths), so names are identifiers.
 _FACT_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
+_DURATION_RE = re.compile(r"^\s*(\d{1,12})\s*([smhd])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # Guards against alias bombs ("billion laughs"): no real baseline comes near this.
 _MAX_NODES = 100_000
 
@@ -103,7 +127,8 @@ class BaselineError(VigilError, ValueError):
         super().__init__("\n".join(self._format(p) for p in self.problems))
 
     def _format(self, p: Problem) -> str:
-        where = f"{self.filename}:{p.line}"
+        # Line 0: a problem of the file as a whole (its size), which no line of it explains.
+        where = f"{self.filename}:{p.line}" if p.line else self.filename
         return f"{where}: {p.field}: {p.reason}" if p.field else f"{where}: {p.reason}"
 
 
@@ -147,6 +172,9 @@ class _Doc:
         self._nodes += 1
         if self._nodes > _MAX_NODES:
             raise _TooLarge(node)
+        # The composer bounds how deep the file nests; aliases can still nest what they refer to.
+        if len(path) >= MAX_DEPTH:
+            raise _TooDeep(node.start_mark)
         if id(node) in self._stack:
             self._problem(node, path, "an alias refers to itself; write the value out")
             return None
@@ -200,9 +228,15 @@ class _Doc:
         if node.tag not in _SCALAR_TAGS:
             self._problem(node, path, f"unsupported YAML tag {_tag(node.tag)}; write a plain value")
             return None
-        value = self._constructor.construct_object(node, deep=True)
+        try:
+            value = self._constructor.construct_object(node, deep=True)
+        except ValueError:  # an integer of more digits than Python converts
+            value = None if node.tag != _TAG + "int" else MAX_INT + 1
         if isinstance(value, float) and not math.isfinite(value):
             self._problem(node, path, "must be a finite number")
+            return None
+        if isinstance(value, int) and not isinstance(value, bool) and not -MAX_INT <= value <= MAX_INT:
+            self._problem(node, path, f"out of range: whole numbers in a baseline lie between -{MAX_INT} and {MAX_INT}")
             return None
         return value
 
@@ -214,6 +248,32 @@ def _tag(tag: str) -> str:
 class _TooLarge(Exception):
     def __init__(self, node: yaml.Node) -> None:
         self.node = node
+
+
+class _TooDeep(Exception):
+    def __init__(self, mark: yaml.Mark | None) -> None:
+        self.line = mark.line + 1 if mark is not None else 1
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing to compose mappings and lists nested beyond :data:`MAX_DEPTH`.
+
+    The composer recurses once per level, so a file of a few thousand ``[`` would otherwise end in a
+    RecursionError instead of a message.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _TooDeep(self.peek_event().start_mark)  # type: ignore[no-untyped-call]
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def _yaml_problem(exc: yaml.YAMLError, text: str) -> Problem:
@@ -231,94 +291,6 @@ def _yaml_problem(exc: yaml.YAMLError, text: str) -> Problem:
         line = text.count("\n", 0, exc.position) + 1
         return Problem(line, "", f"invalid YAML: unacceptable character #x{exc.character:04x}")
     return Problem(1, "", f"invalid YAML: {exc}")
-
-
-# -- allow entries of the ports check -----------------------------------------------------------------
-
-_ALLOW_RE = re.compile(
-    r"^(?P<proto>[^/\s]+)/(?:(?P<address>\[[^\]]*\]|[^\s\[\]]*?):)?(?P<port>[^\s:\[\]]+)(?:\s+(?P<process>\S.*))?$"
-)
-
-
-@dataclass(frozen=True)
-class AllowEntry:
-    """One ``allow`` entry of a ports rule: ``tcp/22 sshd``, ``tcp/127.0.0.1:8080``, ``udp/[::1]:53``."""
-
-    proto: str
-    address: str | None
-    port: int
-    process: str | None
-
-    def matches(self, proto: str, address: str, port: int, process: str) -> bool:
-        """Whether a listener is allowed by this entry.
-
-        ``tcp`` covers ``tcp6`` because one service commonly binds both families. An address in the
-        entry means exactly that bind: ``0.0.0.0`` allows only the wildcard bind, not every address.
-        ``process`` is ``""`` when the agent could not see the owner, and then it matches no entry that
-        names a process: an unverified owner proves nothing to an auditor.
-        """
-        if proto not in (self.proto, self.proto + "6") or port != self.port:
-            return False
-        if self.address is not None and self.address != "*" and not _same_address(self.address, address):
-            return False
-        return self.process is None or self.process == process
-
-    def __str__(self) -> str:
-        where = ""
-        if self.address is not None:
-            where = f"[{self.address}]:" if ":" in self.address else f"{self.address}:"
-        text = f"{self.proto}/{where}{self.port}"
-        return f"{text} {self.process}" if self.process else text
-
-
-def _same_address(a: str, b: str) -> bool:
-    """Equal addresses, counting an IPv4-mapped IPv6 bind (``::ffff:127.0.0.1``) as its IPv4 address."""
-    try:
-        return _unmapped(ipaddress.ip_address(a)) == _unmapped(ipaddress.ip_address(b))
-    except ValueError:
-        return a == b
-
-
-def _unmapped(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
-
-
-def parse_allow_entry(text: str) -> AllowEntry:
-    """Parse ``PROTO/PORT`` or ``PROTO/ADDRESS:PORT``, optionally followed by a space and a process name.
-
-    Raises ValueError with the reason (for the baseline error message) when ``text`` is malformed.
-    """
-    m = _ALLOW_RE.match(text.strip())
-    if not m:
-        raise ValueError("write PROTO/PORT or PROTO/ADDRESS:PORT, then optionally a process name (tcp/22 sshd)")
-    proto, address, port_text, process = m.group("proto", "address", "port", "process")
-    if proto not in ("tcp", "udp"):
-        raise ValueError(f"protocol must be tcp or udp, not {proto!r} (tcp also covers tcp6)")
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ValueError(f"port must be a number from 1 to 65535, not {port_text!r}")
-    if address is not None:
-        if address.startswith("["):
-            address = address[1:-1]
-            if not _is_ip(address, version=6):
-                raise ValueError(f"{address!r} in brackets must be an IPv6 address")
-        elif address != "*" and not _is_ip(address, version=4):
-            if ":" in address:
-                raise ValueError("put an IPv6 address in brackets: tcp/[::1]:5432")
-            raise ValueError(f"address must be an IP address or *, not {address!r}")
-    return AllowEntry(proto, address, int(port_text), process.strip() if process else None)
-
-
-def _is_ip(text: str, version: int) -> bool:
-    try:
-        return ipaddress.ip_address(text).version == version
-    except ValueError:
-        return False
-
-
-# Evaluation parses the same few entries for every ports report; they are immutable, so share them.
-parse_allow_entry_cached = lru_cache(maxsize=4096)(parse_allow_entry)
 
 
 # -- the result --------------------------------------------------------------------------------------
@@ -357,7 +329,7 @@ class Rule:
             id=str(d["id"]),
             check=check,
             severity=str(d["severity"]),
-            interval_s=int(d.get("interval_s") or DEFAULT_INTERVALS_S.get(check, _FALLBACK_INTERVAL_S)),
+            interval_s=int(d.get("interval_s") or _FALLBACK_INTERVAL_S),
             params=copy.deepcopy(dict(d.get("params") or {})),
             expect=copy.deepcopy(dict(d.get("expect") or {})),
             refs=tuple(str(r) for r in d.get("refs") or ()),
@@ -409,9 +381,12 @@ class BaselineDoc:
 # -- validation models ---------------------------------------------------------------------------------
 
 
-def _fail(reason: str) -> PydanticCustomError:
-    # Our own error type carries the reason verbatim, without pydantic's "Value error, " prefix.
+def fail(reason: str) -> PydanticCustomError:
+    """A validation error whose ``reason`` is reported verbatim (no pydantic "Value error, " prefix)."""
     return PydanticCustomError("vigil", reason)
+
+
+_fail = fail
 
 
 def _check_name(v: str) -> str:
@@ -438,32 +413,61 @@ def _check_ref(v: str) -> str:
     return v
 
 
-def _duration(v: str, minimum: int = MIN_INTERVAL_S) -> int:
-    try:
-        seconds = parse_duration(v)
-    except UsageError:
-        raise _fail(f"{v!r} is not a duration: write a number and a unit s, m, h or d (30s, 5m, 1h, 2d)") from None
+def duration_s(v: str, minimum: int = MIN_INTERVAL_S) -> int:
+    """Seconds of a baseline duration (``30s``, ``5m``, ``1h``, ``2d``); a :func:`fail` error when it is wrong."""
+    m = _DURATION_RE.match(v)
+    if not m:
+        raise _fail(f"{v!r} is not a duration: write a number and a unit s, m, h or d (30s, 5m, 1h, 2d)")
+    seconds = int(m.group(1)) * _UNITS[m.group(2)]
     if seconds < minimum:
-        raise _fail(f"must be at least {minimum}s")
+        raise _fail(f"{v!r} is below the {minimum} s minimum")
+    if seconds > MAX_DURATION_S:
+        raise _fail(f"{v!r} is above the maximum of {MAX_DURATION_S // 86400}d")
     return seconds
 
 
-def _check_duration(v: str) -> str:
-    _duration(v)
+_duration = duration_s
+
+
+def check_duration(v: str) -> str:
+    duration_s(v)
     return v
 
 
-def _check_allow(v: str) -> str:
-    try:
-        parse_allow_entry(v)
-    except ValueError as exc:
-        raise _fail(f"{v!r} is not a valid allow entry: {exc}") from None
-    return v
+def _whole(v: Any) -> Any:
+    # Parameters reach agents as protobuf doubles, and agents take a whole double for the integer it
+    # was: `samples: 3.0` is the same value as `samples: 3` by the time it arrives.
+    return int(v) if isinstance(v, float) and v.is_integer() else v
 
 
-class _Strict(BaseModel):
+# A duration as written (``5m``), validated.
+Duration = Annotated[str, AfterValidator(check_duration)]
+# A whole number, also when written with a zero fraction (``3.0``).
+WholeNumber = Annotated[int, BeforeValidator(_whole)]
+
+
+class StrictModel(BaseModel):
+    """Base of every baseline model: no coercion, unknown keys refused."""
+
     # strict: YAML `version: "2"` or `severity: 1` are mistakes to report, not values to coerce.
     model_config = ConfigDict(strict=True, extra="forbid")
+
+
+_Strict = StrictModel
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """What the baseline language needs to know about one check id.
+
+    ``params_model`` validates ``params`` (a model without fields: the check takes none);
+    ``expect_model`` validates ``expect``, or None for the generic ``fact: {max|min|...: N}`` form;
+    ``default_interval_s`` applies to a rule without ``interval``.
+    """
+
+    params_model: type[BaseModel]
+    expect_model: type[BaseModel] | None
+    default_interval_s: int
 
 
 class _Scope(_Strict):
@@ -474,7 +478,7 @@ class _RuleModel(_Strict):
     id: Annotated[str, Field(max_length=64), AfterValidator(_check_rule_id)]
     check: str
     severity: str
-    interval: Annotated[str, AfterValidator(_check_duration)] | None = None
+    interval: Duration | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     expect: dict[str, Any]
     refs: list[Annotated[str, AfterValidator(_check_ref)]] = Field(default_factory=list)
@@ -485,7 +489,7 @@ class _RuleModel(_Strict):
     @field_validator("check", mode="before")
     @classmethod
     def _known_check(cls, v: Any, info: ValidationInfo) -> Any:
-        known: Collection[str] = (info.context or {}).get("known_checks", KNOWN_CHECKS)
+        known: Collection[str] = (info.context or {}).get("checks", {})
         if not isinstance(v, str) or v not in known:
             raise _fail(f"unknown check {v!r}; known checks: {', '.join(sorted(known))}")
         return v
@@ -507,85 +511,11 @@ class _RuleModel(_Strict):
 
 class _BaselineModel(_Strict):
     baseline: Annotated[str, Field(max_length=128), AfterValidator(_check_name)]
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_INT32)
     scope: _Scope | None = None
     description: str = ""
     rules: list[_RuleModel] = Field(min_length=1)
 
-
-class _Listening(_Strict):
-    allow: list[Annotated[str, AfterValidator(_check_allow)]]
-
-
-class _PortsExpect(_Strict):
-    listening: _Listening
-
-
-class _AtMost(_Strict):
-    max: int = Field(ge=0)
-
-
-class _AgentExpect(_Strict):
-    max_silence: Annotated[str, AfterValidator(_check_duration)] | None = None
-    dropped_records: _AtMost | None = None
-
-    @_model_validator(mode="after")
-    def _something(self) -> _AgentExpect:
-        if self.max_silence is None and self.dropped_records is None:
-            raise _fail("give max_silence, dropped_records: {max: N}, or both")
-        return self
-
-
-def _check_absolute(v: str) -> str:
-    windows = re.match(r"^[A-Za-z]:[\\/]", v) is not None
-    if not (v.startswith("/") or windows):
-        raise _fail(f"{v!r} is not an absolute path; write e.g. /var/www/html")
-    if "\x00" in v:
-        raise _fail("must not contain a NUL character")
-    flavour = ntpath if windows else posixpath
-    norm = flavour.normpath(v)
-    if flavour.dirname(norm) == norm:
-        raise _fail(f"{v!r} is a filesystem root; name the directories to watch")
-    return v
-
-
-def _check_glob(v: str) -> str:
-    if not v.strip():
-        raise _fail("must not be empty; write a glob such as *.log or cache/**")
-    return v
-
-
-def _check_unexpected(v: int) -> int:
-    if v != 0:
-        raise _fail("must be 0: every unexpected change is a finding and a ticket of its own")
-    return v
-
-
-class _FimExpect(_Strict):
-    unexpected_changes: Annotated[int, AfterValidator(_check_unexpected)]
-    # Changes made by a package manager (dpkg/rpm, as the agent tells) count as expected; off by default
-    # because a deployment should still go through an approved change (TPEx-CPA 3(7)1).
-    package_changes_expected: bool = False
-
-
-class _FimParams(_Strict):
-    # Only validated here; the agent applies its own defaults to what is left out (docs/fim.md).
-    paths: list[Annotated[str, AfterValidator(_check_absolute)]] = Field(min_length=1)
-    exclude: list[Annotated[str, AfterValidator(_check_glob)]] | None = None
-    nodiff: list[Annotated[str, AfterValidator(_check_glob)]] | None = None
-    max_files: int | None = Field(default=None, ge=1)
-    hash_rate_mb_s: float | None = Field(default=None, ge=0)
-    diff_max_kb: int | None = Field(default=None, ge=0)
-    rehash_days: float | None = Field(default=None, gt=0)
-    realtime: bool | None = None
-    # Beyond 10 s, gathering a burst turns into delaying its report (the agent clamps it there).
-    coalesce_ms: int | None = Field(default=None, ge=10, le=10_000)
-
-
-# Checks whose `expect` has a shape of its own; every other check uses the generic fact form.
-_EXPECT_MODELS: dict[str, type[_Strict]] = {"ports": _PortsExpect, "agent": _AgentExpect, "fim": _FimExpect}
-# Checks whose `params` are validated here (they reach the agents as they are).
-_PARAMS_MODELS: dict[str, type[_Strict]] = {"fim": _FimParams}
 
 _MESSAGES = {
     "missing": "is required",
@@ -637,7 +567,7 @@ def _reason(err: Mapping[str, Any], model: type[BaseModel], loc: _Path) -> str:
         guess = difflib.get_close_matches(str(loc[-1]), list(owner.model_fields), n=1)
         hint = f"did you mean {guess[0]!r}? " if guess else ""
         return f"unknown key; {hint}allowed keys: {', '.join(owner.model_fields)}"
-    if kind == "too_short":
+    if kind in ("too_short", "string_too_short"):
         return "must not be empty"
     if kind == "greater_than_equal":
         return f"must be at least {_bound(ctx.get('ge'))}"
@@ -708,8 +638,8 @@ def _number(v: Any) -> float | None:
     return None if isinstance(v, bool) or not isinstance(v, int | float) else v
 
 
-def _rule_problems(doc: _Doc, rules: Any, known_checks: Collection[str]) -> list[Problem]:
-    """What the models cannot see alone: unique ids across rules, and `expect` per check."""
+def _rule_problems(doc: _Doc, rules: Any, checks: Mapping[str, CheckSpec]) -> list[Problem]:
+    """What the models cannot see alone: unique ids across rules, and `params`/`expect` per check."""
     out: list[Problem] = []
     if not isinstance(rules, list):
         return out
@@ -732,14 +662,16 @@ def _rule_problems(doc: _Doc, rules: Any, known_checks: Collection[str]) -> list
             else:
                 first[rule_id] = i
         check, expect, params = raw.get("check"), raw.get("expect"), raw.get("params", {})
-        if isinstance(check, str) and check in _PARAMS_MODELS and isinstance(params, dict):
-            out += _pydantic_problems(doc, _PARAMS_MODELS[check], params, ("rules", i, "params"))
-        if not isinstance(check, str) or check not in known_checks or not isinstance(expect, dict):
-            continue  # the model reports those
+        spec = checks.get(check) if isinstance(check, str) else None
+        if spec is None:
+            continue  # the model reports it
+        if isinstance(params, dict):
+            out += _pydantic_problems(doc, spec.params_model, params, ("rules", i, "params"))
+        if not isinstance(expect, dict):
+            continue
         prefix: _Path = ("rules", i, "expect")
-        model = _EXPECT_MODELS.get(check)
-        if model is not None:
-            out += _pydantic_problems(doc, model, expect, prefix)
+        if spec.expect_model is not None:
+            out += _pydantic_problems(doc, spec.expect_model, expect, prefix)
         else:
             out += _generic_expect_problems(doc, expect, prefix)
     return out
@@ -748,13 +680,43 @@ def _rule_problems(doc: _Doc, rules: Any, known_checks: Collection[str]) -> list
 # -- loading -----------------------------------------------------------------------------------------
 
 
-def load_baseline(text: str, filename: str = "<baseline>", known_checks: Collection[str] = KNOWN_CHECKS) -> BaselineDoc:
+def decode_baseline(data: str | bytes, filename: str) -> str:
+    """The text of a baseline file, refused (:class:`BaselineError`) when too large or not UTF-8.
+
+    Callers that read a file or a request body check :data:`MAX_BYTES` before reading it all; this
+    check is the last line for whoever hands over bytes already read.
+    """
+    size = len(data.encode("utf-8", "surrogatepass")) if isinstance(data, str) else len(data)
+    if size > MAX_BYTES:
+        raise BaselineError(filename, [Problem(0, "", too_large(size))])
+    if isinstance(data, str):
+        return data
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise BaselineError(filename, [Problem(line, "", f"not UTF-8 at byte {exc.start}")]) from None
+    # A byte-order mark is legal UTF-8, and some Windows editors write one.
+    return text.removeprefix("\ufeff")
+
+
+def too_large(size: int | None) -> str:
+    """The reason given for a baseline over :data:`MAX_BYTES` (``size`` None: not known yet)."""
+    what = "the file is larger" if size is None else f"the file is {size} bytes, more"
+    return f"{what} than the {MAX_BYTES // 1024} KiB a baseline may hold"
+
+
+def load_baseline(data: str | bytes, filename: str, checks: Mapping[str, CheckSpec]) -> BaselineDoc:
     """Parse and validate a whole baseline; raise :class:`BaselineError` listing every problem found.
 
-    ``known_checks`` is the set of ``check:`` values this controller can judge.
+    ``checks`` maps every ``check:`` value this controller can judge to what the language must know
+    about it (the controller passes ``controller.judges.registry.CHECK_SPECS``).
     """
+    text = decode_baseline(data, filename)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_Loader)
+    except _TooDeep as exc:
+        raise BaselineError(filename, [Problem(exc.line, "", f"nested more than {MAX_DEPTH} levels deep")]) from None
     except yaml.YAMLError as exc:
         raise BaselineError(filename, [_yaml_problem(exc, text)]) from None
     if root is None:
@@ -764,6 +726,10 @@ def load_baseline(text: str, filename: str = "<baseline>", known_checks: Collect
     except _TooLarge as exc:
         line = exc.node.start_mark.line + 1
         raise BaselineError(filename, [Problem(line, "", "too many values (aliases expanding?)")]) from None
+    except _TooDeep as exc:
+        raise BaselineError(
+            filename, [Problem(exc.line, "", f"nested more than {MAX_DEPTH} levels deep (through aliases)")]
+        ) from None
     except yaml.YAMLError as exc:
         raise BaselineError(filename, [_yaml_problem(exc, text)]) from None
     data = doc.data
@@ -779,8 +745,9 @@ def load_baseline(text: str, filename: str = "<baseline>", known_checks: Collect
             ],
         )
 
-    found = _pydantic_problems(doc, _BaselineModel, data, (), {"known_checks": known_checks})
-    found += _rule_problems(doc, data.get("rules"), known_checks)
+    context = {"checks": checks}
+    found = _pydantic_problems(doc, _BaselineModel, data, (), context)
+    found += _rule_problems(doc, data.get("rules"), checks)
     # A value the YAML layer already refused (bad tag, NaN) would only be refused again, less clearly.
     refused = {p.field for p in doc.problems}
     problems = doc.problems + [p for p in found if not _under(p.field, refused)]
@@ -790,12 +757,12 @@ def load_baseline(text: str, filename: str = "<baseline>", known_checks: Collect
         unique.sort(key=lambda p: p.line)
         raise BaselineError(filename, unique)
 
-    model = _BaselineModel.model_validate(data, context={"known_checks": known_checks})
+    model = _BaselineModel.model_validate(data, context=context)
     return BaselineDoc(
         name=model.baseline,
         version=model.version,
         scope_tags=None if model.scope is None else tuple(model.scope.tags),
-        rules=tuple(_rule(r) for r in model.rules),
+        rules=tuple(_rule(r, checks[r.check]) for r in model.rules),
         description=model.description,
     )
 
@@ -804,10 +771,8 @@ def _under(path: str, roots: Collection[str]) -> bool:
     return any(path == r or path.startswith((r + ".", r + "[")) for r in roots if r)
 
 
-def _rule(m: _RuleModel) -> Rule:
-    interval = (
-        _duration(m.interval) if m.interval is not None else DEFAULT_INTERVALS_S.get(m.check, _FALLBACK_INTERVAL_S)
-    )
+def _rule(m: _RuleModel, spec: CheckSpec) -> Rule:
+    interval = _duration(m.interval) if m.interval is not None else spec.default_interval_s
     return Rule(
         id=m.id,
         check=m.check,

@@ -18,11 +18,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from common.errors import UsageError
 from common.files import create_owner_only
-from controller.baselines import BaselineDoc, load_baseline
+from controller.baselines import BaselineDoc, decode_baseline, load_baseline
 from controller.domain import audit, eol, liveness, tickets
 from controller.domain.ca import CertificateAuthority
 from controller.domain.policy import DEFAULT_HEARTBEAT_S, Applicable, applicable_rules
 from controller.errors import Conflict
+from controller.judges.registry import CHECK_SPECS
 from controller.storage.models import Baseline
 from controller.storage.store import make_engine, session_factory, sqlite_url, upgrade
 
@@ -98,7 +99,7 @@ class Controller:
         with self.sessions.begin() as s:
             if s.execute(select(func.count()).select_from(Baseline)).scalar_one() == 0:
                 text = DEFAULT_BASELINE.read_text()
-                self._store_baseline(s, load_baseline(text, DEFAULT_BASELINE.name), text, "system")
+                self._store_baseline(s, load_baseline(text, DEFAULT_BASELINE.name, CHECK_SPECS), text, "system")
 
     # -- baselines -------------------------------------------------------------------------------
     def _store_baseline(self, s: Session, doc: BaselineDoc, source: str, actor: str) -> Baseline:
@@ -122,9 +123,16 @@ class Controller:
                      {"version": doc.version, "previous_version": old, "rules": [r.id for r in doc.rules]})
         return row
 
-    def apply_baseline(self, text: str, filename: str, actor: str, expect_name: str | None = None) -> BaselineDoc:
-        """Validate as a whole, then replace; on any error nothing changes."""
-        doc = load_baseline(text, filename)
+    def apply_baseline(
+        self, data: str | bytes, filename: str, actor: str, expect_name: str | None = None
+    ) -> BaselineDoc:
+        """Validate as a whole, then replace; on any error nothing changes.
+
+        ``data`` is the file as given: bytes are decoded strictly (a byte that is not UTF-8 is refused
+        by its offset, never replaced), and a file over ``baselines.MAX_BYTES`` is refused unparsed.
+        """
+        text = decode_baseline(data, filename)
+        doc = load_baseline(text, filename, CHECK_SPECS)
         if expect_name is not None and doc.name != expect_name:
             raise UsageError(f"{filename}: the file is baseline {doc.name!r}, not {expect_name!r}")
         with self.sessions.begin() as s:

@@ -5,9 +5,29 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from common.durations import parse_duration
-from controller.baselines import Rule
+from pydantic import Field, model_validator
+
+from controller.baselines import Duration, Rule, StrictModel, WholeNumber, duration_s, fail
 from controller.judges.base import Judge, Observation, TicketView, as_int, verdict
+
+
+class _AtMost(StrictModel):
+    max: WholeNumber = Field(ge=0)
+
+
+class AgentExpect(StrictModel):
+    max_silence: Duration | None = None
+    dropped_records: _AtMost | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> AgentExpect:
+        if self.max_silence is None and self.dropped_records is None:
+            raise fail("give max_silence, dropped_records: {max: N}, or both")
+        return self
+
+
+class AgentParams(StrictModel):
+    """The agent's self check takes no parameters."""
 
 
 def _agent(rule: Rule, facts: Mapping[str, Any]) -> list[Observation]:
@@ -44,7 +64,7 @@ def contact_rules(rules: Iterable[Rule]) -> list[Rule]:
 def allowed_silence_s(rules: Iterable[Rule]) -> int | None:
     """The shortest ``max_silence`` any agent rule allows, in seconds; None when no rule sets one."""
     limits = [
-        parse_duration(str(r.expect["max_silence"])) for r in contact_rules(rules) if "max_silence" in r.expect
+        duration_s(str(r.expect["max_silence"])) for r in contact_rules(rules) if "max_silence" in r.expect
     ]
     return min(limits, default=None)
 
@@ -52,6 +72,8 @@ def allowed_silence_s(rules: Iterable[Rule]) -> int | None:
 class AgentSelf(Judge):
     id = "agent"
     default_interval_s = 60
+    params_model = AgentParams
+    expect_model = AgentExpect
 
     def evaluate(self, rule: Rule, facts: Mapping[str, Any], changes: Mapping[str, str]) -> list[Observation]:
         return _agent(rule, facts)

@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
-from controller.baselines import Rule
+from pydantic import Field
+
+from controller.baselines import Rule, StrictModel
 from controller.judges.base import InvalidFacts, Judge, Observation, as_number
 from controller.judges.items import per_item
+
+_Path = Annotated[str, Field(min_length=1)]
+
+
+class AvParams(StrictModel):
+    """``clamav_dirs`` replaces where ClamAV databases are searched; ``defender_json`` is a file of
+    ``Get-MpComputerStatus | ConvertTo-Json`` output read instead of asking PowerShell."""
+
+    clamav_dirs: list[_Path] | None = None
+    defender_json: _Path | None = None
 
 
 def _note(item: Mapping[str, Any]) -> str:
@@ -21,6 +33,7 @@ def _note(item: Mapping[str, Any]) -> str:
 class Av(Judge):
     id = "av"
     default_interval_s = 3600
+    params_model = AvParams
 
     def validate(self, facts: dict[str, Any]) -> None:
         names = [str(p.get("name", "")) for p in facts.get("products", [])]

@@ -17,7 +17,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from controller.baselines import Rule
+from pydantic import BaseModel
+
+from controller.baselines import CheckSpec, Rule
 from controller.vocabulary import FAIL, PASS, UNKNOWN, Verdict
 
 __all__ = [
@@ -109,6 +111,18 @@ class Judge:
     auto_resolve: ClassVar[bool] = True
     # Its expected observations are kept as change records (TPEx-CPA 3(8)4(3)).
     records_changes: ClassVar[bool] = False
+    # The rule's ``params`` as validated at ``baseline apply``: a strict model (unknown keys refused) that
+    # refuses whatever the agent's ``Args.from_params`` refuses (tests/test_param_contract.py holds them
+    # equal). Every judge sets one; a check without parameters sets a model without fields.
+    params_model: ClassVar[type[BaseModel] | None] = None
+    # The rule's ``expect``; None means the generic ``fact: {max|min|max_abs|equals: N}`` form.
+    expect_model: ClassVar[type[BaseModel] | None] = None
+
+    def spec(self) -> CheckSpec:
+        """What the baseline language needs to know about this check."""
+        if self.params_model is None:
+            raise TypeError(f"judge {self.id!r} has no params_model; give it one (a model without fields for none)")
+        return CheckSpec(self.params_model, self.expect_model, self.default_interval_s)
 
     @property
     def report_field(self) -> str:

@@ -6,18 +6,41 @@ what is installed), so the items judged here carry ``eol``, ``days_to_eol``, ``s
 
 from __future__ import annotations
 
+import ntpath
+import posixpath
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
-from controller.baselines import Rule
+from pydantic import AfterValidator, Field
+
+from controller.baselines import Rule, StrictModel, fail
 from controller.domain import eol as _eol
 from controller.judges.base import Context, InvalidFacts, Judge, Observation
 from controller.judges.items import per_item
 
 
+def _check_absolute(v: str) -> str:
+    # A baseline may be scoped to Windows agents: either spelling of "absolute" is accepted here, and
+    # the agent refuses the other platform's (a check error, reported, never silence).
+    if not (posixpath.isabs(v) or ntpath.isabs(v)):
+        raise fail(f'{v!r} is not an absolute path; write e.g. "/" or /opt/app/bin')
+    return v
+
+
+_Absolute = Annotated[str, AfterValidator(_check_absolute)]
+
+
+class EolParams(StrictModel):
+    """``root``: the filesystem root inspected ("/" on a live host); ``extra_paths``: more binaries to probe."""
+
+    root: _Absolute = "/"
+    extra_paths: list[_Absolute] = Field(default_factory=list)
+
+
 class Eol(Judge):
     id = "eol"
     default_interval_s = 86400
+    params_model = EolParams
 
     def validate(self, facts: dict[str, Any]) -> None:
         problems = _eol.validate_facts(facts)

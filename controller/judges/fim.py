@@ -8,12 +8,17 @@ settles ``check-status``, and a full scan below the file cap settles ``file-cap`
 from __future__ import annotations
 
 import hashlib
+import ntpath
+import os
+import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from controller.baselines import Rule
+from pydantic import AfterValidator, BeforeValidator, Field
+
+from controller.baselines import Rule, StrictModel, WholeNumber, fail
 from controller.judges.base import (
     CHECK_STATUS_SUBJECT,
     JUDGEABLE,
@@ -180,9 +185,125 @@ def _absolute(path: Any) -> bool:
     return isinstance(path, str) and "\x00" not in path and (path.startswith("/") or bool(_WINDOWS_ABS.match(path)))
 
 
+# -- params and expect, as validated at `baseline apply` ---------------------------------------------------
+#
+# The rules are the agent's (checks/fim/args.py and the glob compiler of checks/fim/globs.py), written
+# again here because the controller never imports agent code; tests/test_param_contract.py feeds the
+# same cases to both. Where this side is stricter, the contract says why.
+
+
+def _one_or_many(v: Any) -> Any:
+    # The agent takes a single string for a one-entry list.
+    return [v] if isinstance(v, str) else v
+
+
+def _check_absolute(v: str) -> str:
+    # Either spelling of "absolute": a baseline is written once for a fleet of mixed OSes.
+    if not v or not (posixpath.isabs(v) or ntpath.isabs(v)):
+        raise fail(f"{v!r} is not an absolute path; write e.g. /var/www/html")
+    if "\x00" in v:
+        raise fail("must not contain a NUL character")
+    flavour = posixpath if posixpath.isabs(v) else ntpath
+    norm = flavour.normpath(v)
+    if flavour.dirname(norm) == norm:
+        raise fail(f"{v!r} is a filesystem root; name the directories to watch")
+    return v
+
+
+def _glob_regex(pattern: str) -> str:
+    """A glob as the agent's regular expression: ``*``, ``?``, ``[...]`` within a component, ``**`` across."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "*":
+            if pattern.startswith("**", i):
+                i += 2
+                if i < n and pattern[i] == "/":
+                    out.append("(?:.*/)?")
+                    i += 1
+                else:
+                    out.append(".*")
+                continue
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            j = i + 1
+            if j < n and pattern[j] in "!^":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 1
+            if j >= n:
+                out.append(re.escape(c))
+            else:
+                body = pattern[i + 1 : j].replace("\\", "\\\\")
+                if body[0] in "!^":
+                    body = "^" + body[1:]
+                out.append(f"[{body}]")
+                i = j
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "".join(out)
+
+
+def _check_glob(v: str) -> str:
+    if not v.strip():
+        raise fail("must not be empty; write a glob such as *.log or cache/**")
+    # What the agent compiles: the pattern without trailing slashes, and for "dir/**" also "dir".
+    pattern = (v.rstrip("/") or v) if len(v) > 1 else v
+    variants = [pattern] + ([pattern[:-3]] if pattern.endswith("/**") and len(pattern) > 3 else [])
+    for variant in variants:
+        try:
+            re.compile(os.fsencode(_glob_regex(variant)), re.DOTALL)
+        except re.error as exc:
+            raise fail(f"{v!r} is not a valid glob: {exc.msg}") from None
+        except UnicodeEncodeError:
+            raise fail(f"{v!r} is not a valid glob: it holds a character no file name can") from None
+    return v
+
+
+_Absolute = Annotated[str, AfterValidator(_check_absolute)]
+_Glob = Annotated[str, AfterValidator(_check_glob)]
+_Globs = Annotated[list[_Glob], BeforeValidator(_one_or_many)]
+
+
+class FimParams(StrictModel):
+    """What to watch and how hard the agent may work at it (docs/fim.md); the agent defaults the rest."""
+
+    paths: Annotated[list[_Absolute], BeforeValidator(_one_or_many), Field(min_length=1)]
+    exclude: _Globs | None = None
+    nodiff: _Globs | None = None
+    max_files: WholeNumber | None = Field(default=None, ge=1)
+    hash_rate_mb_s: float | None = Field(default=None, ge=0)
+    diff_max_kb: WholeNumber | None = Field(default=None, ge=0)
+    rehash_days: float | None = Field(default=None, gt=0)
+    realtime: bool | None = None
+    # Beyond 10 s, gathering a burst turns into delaying its report (the agent clamps it there).
+    coalesce_ms: WholeNumber | None = Field(default=None, ge=10, le=10_000)
+
+
+def _check_unexpected(v: int) -> int:
+    if v != 0:
+        raise fail("must be 0: every unexpected change is a finding and a ticket of its own")
+    return v
+
+
+class FimExpect(StrictModel):
+    unexpected_changes: Annotated[WholeNumber, AfterValidator(_check_unexpected)]
+    # Changes made by a package manager (dpkg/rpm, as the agent tells) count as expected; off by default
+    # because a deployment should still go through an approved change (TPEx-CPA 3(7)1).
+    package_changes_expected: bool = False
+
+
 class Fim(Judge):
     id = "fim"
     default_interval_s = 3600
+    params_model = FimParams
+    expect_model = FimExpect
     auto_resolve = False
     records_changes = True
 

@@ -3,14 +3,49 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import AfterValidator, Field
+
+from controller.baselines import StrictModel, WholeNumber, fail
 from controller.judges.base import InvalidFacts, Judge
+
+_NTP_PORT = 123
+
+
+def _check_server(v: str) -> str:
+    # The agent's reading of "host", "host:port", "[v6]:port" or a bare IPv6 address (checks/ntp/sntp.py).
+    spec = v.strip()
+    host, port = spec, str(_NTP_PORT)
+    if spec.startswith("["):
+        host, _, rest = spec[1:].partition("]")
+        if rest.startswith(":"):
+            port = rest[1:]
+    elif spec.count(":") == 1:
+        host, _, port = spec.partition(":")
+    if not host.strip():
+        raise fail(f'{v!r} names no host; write "host" or "host:port" (ntp.example.com, 10.0.0.1:123, [::1]:123)')
+    try:
+        number = int(port)
+    except ValueError:
+        number = 0
+    if not 0 < number < 2**16:
+        raise fail(f"{v!r} needs a port from 1 to 65535 after the colon")
+    return v
+
+
+class NtpParams(StrictModel):
+    """``servers`` to measure by SNTP (none: trust the daemon), per-request ``timeout_s``, ``samples`` per server."""
+
+    servers: list[Annotated[str, AfterValidator(_check_server)]] = Field(default_factory=list)
+    timeout_s: float = Field(default=2.0, gt=0, le=10)
+    samples: WholeNumber = Field(default=3, ge=1, le=8)
 
 
 class Ntp(Judge):
     id = "ntp"
     default_interval_s = 300
+    params_model = NtpParams
 
     def validate(self, facts: dict[str, Any]) -> None:
         for key in ("offset_ms", "daemon_offset_ms", "root_delay_ms", "root_dispersion_ms", "seconds_since_sync"):

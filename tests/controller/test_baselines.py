@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
+import ast
 import json
-from collections.abc import Collection
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
 from common.errors import VigilError
-from controller.baselines import (
-    KNOWN_CHECKS,
-    AllowEntry,
-    BaselineDoc,
-    BaselineError,
-    Rule,
-    load_baseline,
-    parse_allow_entry,
-)
+from controller.baselines import BaselineDoc, BaselineError, CheckSpec, Rule, StrictModel, load_baseline
+from controller.judges.ports import AllowEntry, parse_allow_entry
+from controller.judges.registry import CHECK_SPECS
 
 HERE = Path(__file__).parent / "baselines"
 DEFAULT = Path(__file__).parents[2] / "controller" / "default_baselines" / "tw-securities-linux.yaml"
 
 
 def load_file(name: str) -> BaselineDoc:
-    return load_baseline((HERE / name).read_text(), name)
+    return load_baseline((HERE / name).read_text(), name, CHECK_SPECS)
 
 
 def problems_of(name: str) -> list[tuple[int, str, str]]:
@@ -33,9 +28,9 @@ def problems_of(name: str) -> list[tuple[int, str, str]]:
     return list(info.value.problems)
 
 
-def problems_in(text: str, known_checks: Collection[str] = KNOWN_CHECKS) -> list[tuple[int, str, str]]:
+def problems_in(text: str, checks: Mapping[str, CheckSpec] = CHECK_SPECS) -> list[tuple[int, str, str]]:
     with pytest.raises(BaselineError) as info:
-        load_baseline(text, "t.yaml", known_checks)
+        load_baseline(text, "t.yaml", checks)
     return list(info.value.problems)
 
 
@@ -120,7 +115,7 @@ BAD = {
     # The missing key is reported where the document starts (after the leading comment).
     "missing_rules.yaml": [(2, "rules", "is required")],
     "bad_expect.yaml": [
-        (7, "rules[0].interval", "must be at least 10s"),
+        (7, "rules[0].interval", "'5s' is below the 10 s minimum"),
         (9, "rules[0].expect.offset_ms.maximum", "unknown operator; use max, min, max_abs, equals"),
         (10, "rules[0].expect.stratum.max", "must be a number"),
         (11, "rules[0].expect.ref.server", "a fact name is lower_snake_case, without dots"),
@@ -176,16 +171,16 @@ def test_syntax_error_has_no_field_in_its_line() -> None:
     assert str(info.value).startswith("bad_yaml_syntax.yaml:7: invalid YAML: ")
 
 
-def test_default_filename() -> None:
-    with pytest.raises(BaselineError, match=r"^<baseline>:1: "):
-        load_baseline("")
+def test_messages_start_with_the_filename() -> None:
+    with pytest.raises(BaselineError, match=r"^empty\.yaml:1: the file is empty"):
+        load_baseline("", "empty.yaml", CHECK_SPECS)
 
 
 # -- the default baseline ------------------------------------------------------------------------------
 
 
 def test_default_baseline_loads() -> None:
-    doc = load_baseline(DEFAULT.read_text(), DEFAULT.name)
+    doc = load_baseline(DEFAULT.read_text(), DEFAULT.name, CHECK_SPECS)
     assert (doc.name, doc.version, doc.scope_tags) == ("tw-securities-linux", 3, None)
     assert doc.applies_to([]) and doc.applies_to(["windows"])
     agent, ports, fim, av, eol, ntp = doc.rules
@@ -222,7 +217,7 @@ def test_default_baseline_explains_each_rule_to_an_auditor() -> None:
 
 
 def test_document_round_trip_through_json() -> None:
-    for doc in (load_file("good.yaml"), load_baseline(DEFAULT.read_text())):
+    for doc in (load_file("good.yaml"), load_baseline(DEFAULT.read_text(), DEFAULT.name, CHECK_SPECS)):
         stored = json.loads(json.dumps(doc.to_document()))
         assert BaselineDoc.from_document(stored) == doc
 
@@ -232,7 +227,7 @@ def test_document_shape() -> None:
     assert d["baseline"] == "tw-securities-web"
     assert d["scope"] == {"tags": ["linux", "web"]}
     assert d["rules"][0]["interval_s"] == 3600
-    assert load_baseline(DEFAULT.read_text()).to_document()["scope"] is None
+    assert load_baseline(DEFAULT.read_text(), DEFAULT.name, CHECK_SPECS).to_document()["scope"] is None
 
 
 def test_from_document_does_not_share_mutable_state() -> None:
@@ -266,21 +261,24 @@ RULE = (
 
 
 def test_minimal_baseline() -> None:
-    doc = load_baseline(RULE)
+    doc = load_baseline(RULE, "t.yaml", CHECK_SPECS)
     assert doc.rules[0].interval_s == 300
     assert doc.rules[0].params == {} and doc.rules[0].refs == () and doc.description == ""
 
 
 @pytest.mark.parametrize(("interval", "seconds"), [("10s", 10), ("30s", 30), ("5m", 300), ("1h", 3600), ("2d", 172800)])
 def test_interval(interval: str, seconds: int) -> None:
-    assert load_baseline(RULE + f"    interval: {interval}\n").rules[0].interval_s == seconds
+    assert load_baseline(RULE + f"    interval: {interval}\n", "t.yaml", CHECK_SPECS).rules[0].interval_s == seconds
 
 
 @pytest.mark.parametrize(
     ("interval", "reason"),
     [
-        ("9s", "must be at least 10s"),
-        ("0s", "'0s' is not a duration: write a number and a unit s, m, h or d (30s, 5m, 1h, 2d)"),
+        ("9s", "'9s' is below the 10 s minimum"),
+        ("0s", "'0s' is below the 10 s minimum"),
+        ("400d", "'400d' is above the maximum of 366d"),
+        ("9999999999999999999999d", "'9999999999999999999999d' is not a duration: write a number and a unit s, "
+                                    "m, h or d (30s, 5m, 1h, 2d)"),
         ("5 minutes", "'5 minutes' is not a duration: write a number and a unit s, m, h or d (30s, 5m, 1h, 2d)"),
         ("300", "must be a string"),
     ],
@@ -337,15 +335,30 @@ def test_refs_must_be_non_empty_strings() -> None:
     ]
 
 
-def test_known_checks_can_be_passed_in() -> None:
+class _NoParams(StrictModel):
+    pass
+
+
+def test_checks_are_passed_in_with_what_the_language_needs() -> None:
     text = RULE.replace("check: ntp", "check: ssh_device")
-    doc = load_baseline(text, known_checks={"ssh_device", "ports"})
-    # A check without a default of its own gets the general default.
-    assert doc.rules[0].check == "ssh_device" and doc.rules[0].interval_s == 300
-    assert problems_in(RULE, known_checks={"ports"}) == [
+    checks = {"ssh_device": CheckSpec(_NoParams, None, 120), "ports": CHECK_SPECS["ports"]}
+    doc = load_baseline(text, "t.yaml", checks)
+    # The interval of a rule that sets none is the check's own default.
+    assert doc.rules[0].check == "ssh_device" and doc.rules[0].interval_s == 120
+    assert problems_in(RULE, {"ports": CHECK_SPECS["ports"]}) == [
         (5, "rules[0].check", "unknown check 'ntp'; known checks: ports")
     ]
-    assert "ssh_device" not in KNOWN_CHECKS
+    assert problems_in(text + "    params: {port: 22}\n", checks) == [
+        (8, "rules[0].params.port", "unknown key; allowed keys: ")
+    ]
+    assert "ssh_device" not in CHECK_SPECS
+
+
+def test_the_language_holds_no_check_id() -> None:
+    # Per-check knowledge (models, intervals) lives in the judges and is passed in as CheckSpecs.
+    tree = ast.parse((Path(__file__).parents[2] / "controller" / "baselines.py").read_text())
+    consts = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    assert consts & set(CHECK_SPECS) == set()
 
 
 def test_problems_across_rules_are_all_reported_sorted_by_line() -> None:
@@ -408,15 +421,14 @@ def test_aliases_and_merge_keys() -> None:
         "  - &base {id: A, check: ntp, severity: low, expect: {synchronized: true}}\n"
         "  - {<<: *base, id: B}\n"
     )
-    doc = load_baseline(text)
+    doc = load_baseline(text, "t.yaml", CHECK_SPECS)
     assert [(r.id, r.expect) for r in doc.rules] == [("A", {"synchronized": True}), ("B", {"synchronized": True})]
 
 
 def test_keys_are_taken_as_written_and_dates_stay_text() -> None:
     # YAML 1.1 reads `on:` as true and `2024-01-31` as a date; neither survives JSON storage.
-    doc = load_baseline(RULE.replace("{synchronized: true}", "{on: 0}") + "    params: {since: 2024-01-31}\n")
-    assert doc.rules[0].expect == {"on": 0}
-    assert doc.rules[0].params == {"since": "2024-01-31"}
+    doc = load_baseline(RULE.replace("{synchronized: true}", "{on: 0, since: 2024-01-31}"), "t.yaml", CHECK_SPECS)
+    assert doc.rules[0].expect == {"on": 0, "since": "2024-01-31"}
 
 
 def test_bad_character() -> None:

@@ -11,6 +11,7 @@ from google.protobuf.json_format import MessageToDict
 from controller.baselines import Rule, load_baseline
 from controller.judges import Observation, evaluate
 from controller.judges.agent import allowed_silence_s
+from controller.judges.registry import CHECK_SPECS
 from proto.vigil.v1 import agent_pb2, ports_pb2
 
 DEFAULT = Path(__file__).parents[2] / "controller" / "default_baselines" / "tw-securities-linux.yaml"
@@ -174,7 +175,7 @@ def test_empty_allow_list_refuses_everything() -> None:
 
 
 def test_default_baseline_ports_rule() -> None:
-    rule = load_baseline(DEFAULT.read_text()).rules[1]
+    rule = load_baseline(DEFAULT.read_text(), DEFAULT.name, CHECK_SPECS).rules[1]
     obs = judge_ports(
         rule,
         listener("tcp", "0.0.0.0", 22, "sshd", 800),
@@ -341,7 +342,7 @@ def test_generic_reports_every_failure() -> None:
 
 
 def test_generic_rule_from_a_baseline_file() -> None:
-    doc = load_baseline((Path(__file__).parent / "baselines" / "good.yaml").read_text())
+    doc = load_baseline((Path(__file__).parent / "baselines" / "good.yaml").read_text(), "good.yaml", CHECK_SPECS)
     ntp = next(r for r in doc.rules if r.check == "ntp")
     ok = {"synchronized": True, "offset_ms": 0.41, "stratum": 3}
     assert evaluate(ntp, "ntp", ok, "OK")[0].passed
@@ -349,7 +350,7 @@ def test_generic_rule_from_a_baseline_file() -> None:
 
 
 def test_ipv4_mapped_bind_matches_its_ipv4_entry() -> None:
-    from controller.baselines import parse_allow_entry
+    from controller.judges.ports import parse_allow_entry
 
     entry = parse_allow_entry("tcp/127.0.0.1:7443")
     assert entry.matches("tcp6", "::ffff:127.0.0.1", 7443, "vigil")

@@ -17,6 +17,7 @@ from controller.domain import audit, changes
 from controller.domain.ingest import facts_of, ingest_reports
 from controller.domain.policy import applicable_rules
 from controller.judges import JUDGES, evaluate
+from controller.judges.registry import CHECK_SPECS
 from controller.storage.models import Agent, Change, ChangeRecord, Finding, Result, Ticket, TicketEvent
 from proto.vigil.v1 import agent_service_pb2 as pb
 from proto.vigil.v1 import common_pb2, fim_pb2, report_pb2
@@ -155,7 +156,7 @@ def test_fim_rules_validate_params_and_expect_with_lines() -> None:
                             "params: {paths: [www], max_files: 0, realtime: maybe, coalesce_ms: 5, rehash_days: 0}")
     text = text.replace("expect: {unexpected_changes: 0}", "expect: {unexpected_changes: 3, packages: true}")
     with pytest.raises(BaselineError) as info:
-        load_baseline(text, "web.yaml")
+        load_baseline(text, "web.yaml", CHECK_SPECS)
     assert [(p.line, p.field, p.reason) for p in info.value.problems] == [
         (7, "rules[0].params.paths[0]", "'www' is not an absolute path; write e.g. /var/www/html"),
         (7, "rules[0].params.max_files", "must be at least 1"),
@@ -170,7 +171,8 @@ def test_fim_rules_validate_params_and_expect_with_lines() -> None:
 
 def test_fim_rule_needs_paths() -> None:
     with pytest.raises(BaselineError, match=r"web.yaml:4: rules\[0\].params.paths: is required"):
-        load_baseline(BASELINE.replace('    params: {paths: [/var/www/html], exclude: ["*.log"]}\n', ""), "web.yaml")
+        text = BASELINE.replace('    params: {paths: [/var/www/html], exclude: ["*.log"]}\n', "")
+        load_baseline(text, "web.yaml", CHECK_SPECS)
 
 
 def test_a_full_fim_rule_loads() -> None:
@@ -178,7 +180,8 @@ def test_a_full_fim_rule_loads() -> None:
         'exclude: ["*.log"]',
         'exclude: ["*.log"], nodiff: ["*.key"], max_files: 50000, hash_rate_mb_s: 20, diff_max_kb: 64, '
         'rehash_days: 7, realtime: true, coalesce_ms: 200',
-    ).replace("{unexpected_changes: 0}", "{unexpected_changes: 0, package_changes_expected: true}"), "web.yaml")
+    ).replace("{unexpected_changes: 0}", "{unexpected_changes: 0, package_changes_expected: true}"),
+        "web.yaml", CHECK_SPECS)
     assert doc.rules[0].params["max_files"] == 50000
     assert doc.rules[0].expect["package_changes_expected"] is True
 
@@ -199,7 +202,7 @@ class Fleet:
     def __init__(self, sessions: sessionmaker[Session], baseline: str = BASELINE) -> None:
         self.sessions = sessions
         self.seq = 0
-        self.rules = applicable_rules([load_baseline(baseline, "web.yaml")], ["web"])
+        self.rules = applicable_rules([load_baseline(baseline, "web.yaml", CHECK_SPECS)], ["web"])
 
     def send(self, result: fim_pb2.FimResult | None, at: dt.datetime,
              kind: int = common_pb2.CheckStatus.OK) -> pb.Ack:
@@ -427,10 +430,10 @@ def test_very_long_paths_get_bounded_distinct_subjects(sessions: sessionmaker[Se
 def test_more_fim_param_problems(params: str, reason: str) -> None:
     text = BASELINE.replace('{paths: [/var/www/html], exclude: ["*.log"]}', params)
     with pytest.raises(BaselineError) as info:
-        load_baseline(text, "web.yaml")
+        load_baseline(text, "web.yaml", CHECK_SPECS)
     (problem,) = info.value.problems
     assert problem.line == 7 and reason in problem.reason
 
 
 def test_windows_paths_are_absolute_too() -> None:
-    load_baseline(BASELINE.replace("[/var/www/html]", "['C:\\\\inetpub\\\\wwwroot']"), "web.yaml")
+    load_baseline(BASELINE.replace("[/var/www/html]", "['C:\\\\inetpub\\\\wwwroot']"), "web.yaml", CHECK_SPECS)

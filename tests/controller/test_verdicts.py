@@ -15,6 +15,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.baselines import load_baseline
+from controller.judges.registry import CHECK_SPECS
 from controller.domain import liveness
 from controller.domain.ingest import ingest_reports
 from controller.domain.policy import Applicable, applicable_rules
@@ -54,7 +55,7 @@ class Host:
     def __init__(self, sessions: sessionmaker[Session], *baselines: str) -> None:
         self.sessions = sessions
         self.seq = 0
-        self.docs = [load_baseline(b, f"b{i}.yaml") for i, b in enumerate(baselines)]
+        self.docs = [load_baseline(b, f"b{i}.yaml", CHECK_SPECS) for i, b in enumerate(baselines)]
         self.rules: list[Applicable] = applicable_rules(self.docs, ["linux"])
 
     def av(self, age_hours: float | None, at: dt.datetime, kind: int = common_pb2.CheckStatus.OK,

@@ -10,6 +10,7 @@ import yaml
 from google.protobuf.json_format import MessageToDict, ParseDict
 
 from controller.baselines import load_baseline
+from controller.judges.registry import CHECK_SPECS
 from controller.judges import JUDGES, InvalidFacts, evaluate, judge_for
 from proto.vigil.v1 import report_pb2
 
@@ -38,7 +39,7 @@ def test_every_judge_has_cases() -> None:
 @pytest.mark.parametrize("path", CASES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_judge_case(path: Path) -> None:
     case = yaml.safe_load(path.read_text())
-    (rule,) = load_baseline(_baseline(case["rule"]), str(path)).rules
+    (rule,) = load_baseline(_baseline(case["rule"]), str(path), CHECK_SPECS).rules
     status = case.get("status", "OK")
     facts = _facts(rule.check, case.get("facts") or {})
     if "refused" in case:
