@@ -564,6 +564,8 @@ def _reason(err: Mapping[str, Any], model: type[BaseModel], loc: _Path) -> str:
         owner = _model_at(model, loc[:-1])
         if owner is None:
             return "unknown key"
+        if not owner.model_fields:
+            return "unknown key; none are allowed here"
         guess = difflib.get_close_matches(str(loc[-1]), list(owner.model_fields), n=1)
         hint = f"did you mean {guess[0]!r}? " if guess else ""
         return f"unknown key; {hint}allowed keys: {', '.join(owner.model_fields)}"

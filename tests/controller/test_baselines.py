@@ -349,7 +349,7 @@ def test_checks_are_passed_in_with_what_the_language_needs() -> None:
         (5, "rules[0].check", "unknown check 'ntp'; known checks: ports")
     ]
     assert problems_in(text + "    params: {port: 22}\n", checks) == [
-        (8, "rules[0].params.port", "unknown key; allowed keys: ")
+        (8, "rules[0].params.port", "unknown key; none are allowed here")
     ]
     assert "ssh_device" not in CHECK_SPECS
 
