@@ -31,6 +31,77 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_BASELINE = Path(__file__).parent / "default_baselines" / "tw-securities-linux.yaml"
+LOCK_FILE = "controller.lock"
+# Where `vigil up --data-dir D` keeps its controller (next to its agent in D/agent).
+UP_SUBDIR = "controller"
+
+
+# -- the data directory ---------------------------------------------------------------------------------
+
+
+def holds_controller(directory: Path) -> bool:
+    """Whether ``directory`` is a controller's data directory: its SQLite database or its CA is there."""
+    return (directory / "controller.db").is_file() or (directory / "pki" / "ca.pem").is_file()
+
+
+def find_data_dir(directory: Path, create: bool = False) -> Path:
+    """The controller data directory meant by ``--data-dir directory``.
+
+    That is ``directory`` itself or, for the layout ``vigil up`` creates, ``directory/controller``. A
+    directory holding neither is refused (UsageError) unless ``create``: only commands that run a
+    controller make a new one, so a mistyped path never gets an empty controller and a CA of its own.
+    """
+    directory = directory.resolve()
+    if holds_controller(directory):
+        return directory
+    if holds_controller(directory / UP_SUBDIR):
+        return directory / UP_SUBDIR
+    if create:
+        return directory
+    raise UsageError(
+        f"{directory} holds no controller (no controller.db or pki/ca.pem, there or in {UP_SUBDIR}/); "
+        "give the --data-dir of `vigil-controller serve` or `vigil up`"
+    )
+
+
+class DataDirLock:
+    """An exclusive lock on a data directory, so that one controller at a time runs on it.
+
+    ``flock`` on ``<data dir>/controller.lock``, which holds the owner's pid: the kernel releases the
+    lock when the process ends however it ends, so a crash never leaves a stale lock behind.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.path = directory / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> DataDirLock:
+        import fcntl
+
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise UsageError(
+                f"{self.directory} is in use by another controller (pid {holder}); stop it, or give another "
+                "--data-dir"
+            ) from None
+        except OSError:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 @dataclass

@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     def data(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--data-dir", type=Path, required=True, help="controller data directory")
+        sp.add_argument("--data-dir", type=Path, required=True,
+                        help="controller data directory (that of `vigil up` also works: its controller/ is used)")
         sp.add_argument("--db", default=None, help="database URL (default: SQLite under --data-dir)")
         add_common(sp)
 
@@ -74,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     data(av)
     av.add_argument("--json", action="store_true")
 
+    b = sub.add_parser("baseline", help="hardening baselines").add_subparsers(dest="sub", required=True)
+    ba = b.add_parser("apply", help="validate and apply a baseline YAML file")
+    data(ba)
+    ba.add_argument("file", type=Path)
+
     g = sub.add_parser("agent", help="enrolled agents").add_subparsers(dest="sub", required=True)
     gr = g.add_parser("revoke", help="revoke an agent's certificate")
     data(gr)
@@ -83,26 +89,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _open(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from controller.core import Controller, ControllerConfig
+    from controller.core import Controller, ControllerConfig, find_data_dir
 
-    return Controller.open(ControllerConfig(data_dir=args.data_dir, db_url=args.db))
+    # Only `serve` creates a controller: any other command on a directory without one is a mistake.
+    data_dir = find_data_dir(args.data_dir)
+    if data_dir != args.data_dir.resolve():
+        sys.stderr.write(f"{PROG}: using the controller in {data_dir}\n")
+    return Controller.open(ControllerConfig(data_dir=data_dir, db_url=args.db))
 
 
 def main_args(args: argparse.Namespace) -> int:
     if args.cmd == "serve":
-        from controller.core import ControllerConfig
+        from controller.core import ControllerConfig, DataDirLock, find_data_dir
         from controller.server import Running, serve
 
         setup_logging(args.debug)
-        cfg = ControllerConfig(data_dir=args.data_dir, db_url=args.db, grpc_addr=args.grpc, enroll_addr=args.enroll,
+        data_dir = find_data_dir(args.data_dir, create=True)
+        # One controller per data directory, for as long as this process lives (released by the kernel).
+        lock = DataDirLock(data_dir).acquire()
+        cfg = ControllerConfig(data_dir=data_dir, db_url=args.db, grpc_addr=args.grpc, enroll_addr=args.enroll,
                                http_addr=args.http, heartbeat_s=parse_duration(args.heartbeat))
 
         def ready(r: Running) -> None:
             sys.stdout.write(f"vigil-controller: agents on {args.grpc.rsplit(':', 1)[0]}:{r.grpc_port} "
-                             f"(enrollment :{r.enroll_port}), API on {r.url}/api/v1\n")
+                             f"(enrollment :{r.enroll_port}), API on {r.url}/api/v1, data in {data_dir}\n")
             sys.stdout.flush()
 
-        asyncio.run(serve(cfg, ready, notify_config=args.notify_config))
+        try:
+            asyncio.run(serve(cfg, ready, notify_config=args.notify_config))
+        finally:
+            lock.release()
         return 0
 
     ctl = _open(args)
@@ -151,6 +167,12 @@ def main_args(args: argparse.Namespace) -> int:
             sys.stderr.write(f"{PROG}: audit log BROKEN at entry {res.first_bad_seq}: {res.reason} "
                              f"({res.entries} entries verified before it)\n")
         return 0 if res.ok else 1
+    if args.cmd == "baseline":
+        from controller.cli.operator import read_baseline_file
+
+        doc = ctl.apply_baseline(read_baseline_file(args.file), args.file.name, actor)
+        print(f"applied baseline {doc.name} version {doc.version} ({len(doc.rules)} rules)")
+        return 0
     if args.cmd == "agent":
         from controller.domain.enrollment import revoke
         with ctl.sessions.begin() as s:

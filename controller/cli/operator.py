@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import urllib.error
 import urllib.parse
@@ -61,6 +62,44 @@ class Client:
         except urllib.error.URLError as exc:
             raise ApiError(f"cannot reach the controller at {self.base}: {exc.reason}") from None
         return json.loads(payload) if payload else None
+
+
+# The largest baseline file, as the controller's baseline language limits it (controller.baselines.MAX_BYTES;
+# that module needs pydantic, which this CLI does without).
+MAX_BASELINE_BYTES = 1024 * 1024
+_NAME_LINE = re.compile(r"""^baseline:[ \t]*(?:"([^"\n]*)"|'([^'\n]*)'|([^\s#'"]+))""", re.MULTILINE)
+
+
+def read_baseline_file(path: Path) -> bytes:
+    """A baseline file's bytes, refused with one line when too large or not UTF-8, before anything parses it.
+
+    The size is checked before reading, and reading stops past the limit whatever the file claims
+    (a pipe or a device has no size).
+    """
+    try:
+        with path.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_BASELINE_BYTES:
+                raise UsageError(f"{path.name}: the file is {size} bytes, more than the "
+                                 f"{MAX_BASELINE_BYTES // 1024} KiB a baseline may hold")
+            data = f.read(MAX_BASELINE_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
+    if len(data) > MAX_BASELINE_BYTES:
+        raise UsageError(f"{path.name}: the file is larger than the {MAX_BASELINE_BYTES // 1024} KiB "
+                         "a baseline may hold")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise UsageError(f"{path.name}:{line}: not UTF-8 at byte {exc.start}") from None
+    return data
+
+
+def _baseline_name(text: str) -> str | None:
+    """The top-level ``baseline:`` name, found without parsing the YAML (the controller parses and validates)."""
+    m = _NAME_LINE.search(text.removeprefix("\ufeff"))
+    return next((g for g in m.groups() if g), None) if m else None
 
 
 def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
@@ -252,18 +291,9 @@ def main_args(args: argparse.Namespace) -> int:
         human = _table(out, ["id", "status", "severity", "check", "rule_id", "asset", "subject", "message"])
     elif args.noun == "baseline":
         if args.verb == "apply":
-            try:
-                text = args.file.read_text()
-            except OSError as exc:
-                raise UsageError(f"cannot read {args.file}: {exc.strerror}") from exc
-            import yaml
-
-            try:
-                name = (yaml.safe_load(text) or {}).get("baseline")
-            except (yaml.YAMLError, AttributeError):
-                name = None
-            name = name if isinstance(name, str) and name else args.file.stem
-            out = c.call("PUT", f"/baselines/{urllib.parse.quote(name)}", raw=text.encode(),
+            data = read_baseline_file(args.file)
+            name = _baseline_name(data.decode("utf-8")) or args.file.stem
+            out = c.call("PUT", f"/baselines/{urllib.parse.quote(name)}", raw=data,
                          headers={"Content-Type": "application/yaml", "X-Vigil-Filename": args.file.name})
             human = f"applied baseline {out['name']} version {out['version']} ({len(out['rules'])} rules)"
         elif args.verb == "show":

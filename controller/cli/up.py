@@ -32,7 +32,7 @@ def _interrupt(_signum: int, _frame: object) -> None:
 
 def up(data_dir: Path, http: str, grpc_addr: str, debug: bool) -> int:
     try:
-        from controller.core import Controller, ControllerConfig
+        from controller.core import UP_SUBDIR, Controller, ControllerConfig, DataDirLock
         from controller.server import Running, serve
     except ImportError as exc:
         sys.stderr.write(f"vigil: error: the controller is not installed ({exc.name}): pip install '.[controller]'\n")
@@ -41,7 +41,9 @@ def up(data_dir: Path, http: str, grpc_addr: str, debug: bool) -> int:
     from controller.domain.users import create_api_key, create_user
     setup_logging(debug, quiet=not debug)
     data_dir = data_dir.resolve()
-    cdir, adir = data_dir / "controller", data_dir / "agent"
+    cdir, adir = data_dir / UP_SUBDIR, data_dir / "agent"
+    # Held until this process exits: a second `vigil up` (or `vigil-controller serve`) here refuses at once.
+    _lock = DataDirLock(cdir).acquire()
     cfg = ControllerConfig(data_dir=cdir, grpc_addr=grpc_addr, http_addr=http)
     ctl = Controller.open(cfg)
     pw_file, key_file = data_dir / "admin-password", data_dir / "admin-api-key"

@@ -250,19 +250,36 @@ def create_app(ctl: Controller, channel: AgentChannelService | None = None) -> F
 
     @r.put("/baselines/{name}")
     async def put_baseline(name: str, request: Request, user: Admin) -> JSONResponse:
-        raw = (await request.body()).decode("utf-8", errors="replace")
+        from controller.baselines import MAX_BYTES, Problem, decode_baseline, too_large
+
         filename = request.headers.get("x-vigil-filename", f"{name}.yaml")
+
+        def refused(exc: BaselineError, status: int = 422) -> JSONResponse:
+            return JSONResponse({"detail": str(exc), "problems": [
+                {"file": filename, "line": ln, "field": fld, "reason": why} for ln, fld, why in exc.problems
+            ]}, status_code=status)
+
+        # An oversized body is refused before it is read: by the length it declares, then as it arrives.
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BYTES:
+            return refused(BaselineError(filename, [Problem(0, "", too_large(int(declared)))]), 413)
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BYTES:
+                return refused(BaselineError(filename, [Problem(0, "", too_large(None))]), 413)
+        raw: str | bytes = bytes(body)
         if request.headers.get("content-type", "").startswith("application/json"):
             try:
-                raw = str(json.loads(raw)["yaml"])
-            except (ValueError, KeyError, TypeError):
+                raw = str(json.loads(decode_baseline(raw, filename))["yaml"])
+            except BaselineError as exc:
+                return refused(exc)
+            except (ValueError, KeyError, TypeError, RecursionError):
                 raise HTTPException(422, 'JSON body must be {"yaml": "<baseline text>"}') from None
         try:
             doc = await _in_thread(ctl.apply_baseline, raw, filename, user.username, expect_name=name)
         except BaselineError as exc:
-            return JSONResponse({"detail": str(exc), "problems": [
-                {"file": filename, "line": ln, "field": fld, "reason": why} for ln, fld, why in exc.problems
-            ]}, status_code=422)
+            return refused(exc)
         except Conflict as exc:
             raise HTTPException(409, str(exc)) from exc
         except UsageError as exc:

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from controller.baselines import MAX_BYTES
 from controller.core import Controller, ControllerConfig
 from controller.domain.tickets import RuleRef, apply_outcomes
 from controller.domain.users import create_api_key, create_user
 from controller.judges.base import Observation
 from controller.rest.app import create_app
 from controller.storage.models import Agent
+from tests.controller.test_baselines import LIMIT_CASES
 
 PASSWORD = "Correct-Horse-42-battery"
 
@@ -136,3 +141,61 @@ def test_metrics_count_pending_notifications(env) -> None:
     text = client.get("/api/v1/metrics").text
     # No notification targets are configured in this process: the messages wait for the worker's fan-out.
     assert 'vigil_notifications_pending{target="*"} 2.0' in text
+
+
+@pytest.mark.parametrize(("data", "expected"), [pytest.param(d, e, id=i) for i, d, e in LIMIT_CASES])
+def test_bad_baseline_input_is_refused_in_one_line_and_nothing_changes(env, data: bytes, expected: str) -> None:
+    client, keys, _ = env
+    url = "/api/v1/baselines/tw-securities-linux"
+    before = client.get(url, headers=auth(keys["viewer"])).json()
+    headers = {"Content-Type": "application/yaml", "X-Vigil-Filename": "lim.yaml", **auth(keys["admin"])}
+    r = client.put(url, content=data, headers=headers)
+    assert r.status_code == (413 if len(data) > MAX_BYTES else 422)
+    assert r.json()["detail"] == expected.format(f="lim.yaml")
+    assert len(r.json()["problems"]) == 1
+    assert client.get(url, headers=auth(keys["viewer"])).json() == before
+
+
+def test_a_baseline_body_is_read_no_further_than_the_limit(env) -> None:
+    # Straight to the ASGI app, which pulls the body chunk by chunk as a server hands it over (the test
+    # client would read all of it first). 50 MiB without a Content-Length: only reading tells the size.
+    client, keys, _ = env
+    chunk = b"#" * (1024 * 1024)
+    pulled: list[int] = []
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        pulled.append(1)
+        return {"type": "http.request", "body": chunk, "more_body": len(pulled) < 50}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    path = "/api/v1/baselines/tw-securities-linux"
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "PUT", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "headers": [(b"authorization", f"Bearer {keys['admin']}".encode()),
+                         (b"content-type", b"application/yaml"), (b"transfer-encoding", b"chunked")],
+             "client": ("127.0.0.1", 50000), "server": ("testserver", 80)}
+    asyncio.run(client.app(scope, receive, send))
+    assert sent[0]["status"] == 413
+    body = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+    assert body["detail"] == "tw-securities-linux.yaml: the file is larger than the 1024 KiB a baseline may hold"
+    assert len(pulled) == 2  # one mebibyte, then the byte too many
+
+
+def test_a_declared_length_over_the_limit_is_refused_unread(env) -> None:
+    client, keys, _ = env
+    r = client.put("/api/v1/baselines/tw-securities-linux", content=b"x",
+                   headers={"Content-Length": str(50 * 1024 * 1024), **auth(keys["admin"])})
+    assert r.status_code == 413
+    assert r.json()["detail"] == ("tw-securities-linux.yaml: the file is 52428800 bytes, more than the 1024 KiB "
+                                  "a baseline may hold")
+
+
+def test_a_json_body_that_is_not_utf8_is_refused_by_offset(env) -> None:
+    client, keys, _ = env
+    r = client.put("/api/v1/baselines/tw-securities-linux", content=b'{"yaml": "\xff"}',
+                   headers={"Content-Type": "application/json", **auth(keys["admin"])})
+    assert r.status_code == 422
+    assert r.json()["detail"] == "tw-securities-linux.yaml:1: not UTF-8 at byte 10"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from common.errors import VigilError
-from controller.baselines import BaselineDoc, BaselineError, CheckSpec, Rule, StrictModel, load_baseline
+from controller.baselines import MAX_BYTES, BaselineDoc, BaselineError, CheckSpec, Rule, StrictModel, load_baseline
 from controller.judges.ports import AllowEntry, parse_allow_entry
 from controller.judges.registry import CHECK_SPECS
 
@@ -512,3 +512,157 @@ def test_allow_entry_matching() -> None:
     assert named.matches("udp6", "::1", 123, "chronyd")
     assert not named.matches("udp", "127.0.0.1", 123, "ntpd")
     assert not named.matches("udp", "127.0.0.1", 123, "")
+
+
+# -- input limits: the same cases go through `vigil-controller baseline apply` and PUT /baselines --------
+
+# Would replace the running default baseline, were it accepted.
+LIMITS_BASE = (
+    "baseline: tw-securities-linux\nversion: 999\nrules:\n  - id: A\n    check: ntp\n    severity: low\n"
+    "    expect: {synchronized: true}\n"
+)
+
+
+def _alias_chain(levels: int) -> str:
+    # Every anchor nests the one before it: shallow as written, deep once the aliases are expanded.
+    lines = ["x0: &x0 [1]"] + [f"x{i}: &x{i} [*x{i - 1}]" for i in range(1, levels)]
+    return LIMITS_BASE + "\n".join(lines) + "\n"
+
+
+_NOT_UTF8 = LIMITS_BASE.encode().replace(b"rules:", b"rules:\xff", 1)
+_BAD_BYTE = _NOT_UTF8.index(b"\xff")
+# (case id, file bytes, the one refusal line with {f} for the file name)
+LIMIT_CASES: list[tuple[str, bytes, str]] = [
+    ("too-large", b"#" * (MAX_BYTES + 1),
+     f"{{f}}: the file is {MAX_BYTES + 1} bytes, more than the 1024 KiB a baseline may hold"),
+    ("not-utf8", _NOT_UTF8, f"{{f}}:3: not UTF-8 at byte {_BAD_BYTE}"),
+    ("deep", LIMITS_BASE.replace("{synchronized: true}", "[" * 5000).encode(),
+     "{f}:7: nested more than 32 levels deep"),
+    ("deep-aliases", _alias_chain(5000).encode(), "{f}:8: nested more than 32 levels deep (through aliases)"),
+    ("huge-version", LIMITS_BASE.replace("999", "9" * 40).encode(),
+     "{f}:2: version: out of range: whole numbers in a baseline lie between -9007199254740992 and 9007199254740992"),
+    ("5000-digits", LIMITS_BASE.replace("999", "9" * 5000).encode(),
+     "{f}:2: version: out of range: whole numbers in a baseline lie between -9007199254740992 and 9007199254740992"),
+    ("version-beyond-int32", LIMITS_BASE.replace("999", str(2**31)).encode(),
+     "{f}:2: version: must be at most 2147483647"),
+    ("huge-param",
+     LIMITS_BASE.replace("    expect:", "    params: {samples: -100000000000000000000}\n    expect:").encode(),
+     "{f}:7: rules[0].params.samples: out of range: whole numbers in a baseline lie between -9007199254740992 and "
+     "9007199254740992"),
+    ("zero-interval", LIMITS_BASE.replace("    expect:", "    interval: 0s\n    expect:").encode(),
+     "{f}:7: rules[0].interval: '0s' is below the 10 s minimum"),
+]
+
+
+@pytest.mark.parametrize(("data", "expected"), [pytest.param(d, e, id=i) for i, d, e in LIMIT_CASES])
+def test_input_limits(data: bytes, expected: str) -> None:
+    with pytest.raises(BaselineError) as info:
+        load_baseline(data, "lim.yaml", CHECK_SPECS)
+    assert str(info.value) == expected.format(f="lim.yaml")
+
+
+def test_a_byte_order_mark_is_not_a_problem() -> None:
+    assert load_baseline(b"\xef\xbb\xbf" + RULE.encode(), "t.yaml", CHECK_SPECS).name == "a"
+
+
+def test_nesting_up_to_the_limit_is_read() -> None:
+    # 32 values deep, counting the document and the innermost value: the document, rules, a rule, its
+    # expect, 27 lists, 1.
+    def nested(lists: int) -> str:
+        return RULE.replace("{synchronized: true}", "{x: " + "[" * lists + "1" + "]" * lists + "}")
+
+    # No rule takes nested lists, but at 27 the refusal is about the value, not its depth.
+    assert problems_in(nested(27)) == [
+        (7, "rules[0].expect.x", "write a value to compare with, or a mapping of max, min, max_abs, equals")
+    ]
+    assert problems_in(nested(28)) == [(7, "", "nested more than 32 levels deep")]
+
+
+@pytest.fixture
+def controller_dir(tmp_path: Path) -> Path:
+    from controller.core import Controller, ControllerConfig
+
+    ctl = Controller.open(ControllerConfig(data_dir=tmp_path / "ctl"))
+    ctl.writer.shutdown()
+    ctl.sessions.kw["bind"].dispose()
+    return tmp_path / "ctl"
+
+
+def _running_version(data_dir: Path) -> int:
+    from controller.core import Controller, ControllerConfig
+
+    ctl = Controller.open(ControllerConfig(data_dir=data_dir))
+    try:
+        return next(d.version for d in ctl.baselines() if d.name == "tw-securities-linux")
+    finally:
+        ctl.writer.shutdown()
+        ctl.sessions.kw["bind"].dispose()
+
+
+@pytest.mark.parametrize(("data", "expected"), [pytest.param(d, e, id=i) for i, d, e in LIMIT_CASES])
+def test_cli_refuses_with_one_line_and_applies_nothing(
+    controller_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], data: bytes, expected: str
+) -> None:
+    from controller.cli.controller import main
+
+    before = _running_version(controller_dir)
+    path = tmp_path / "lim.yaml"
+    path.write_bytes(data)
+    code = main(["baseline", "apply", "--data-dir", str(controller_dir), str(path)])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert err == f"vigil-controller: error: {expected.format(f='lim.yaml')}\n"
+    assert _running_version(controller_dir) == before
+
+
+def test_cli_applies_a_good_file(controller_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from controller.cli.controller import main
+
+    path = tmp_path / "good.yaml"
+    path.write_text(LIMITS_BASE)
+    assert main(["baseline", "apply", "--data-dir", str(controller_dir), str(path)]) == 0
+    assert capsys.readouterr().out == "applied baseline tw-securities-linux version 999 (1 rules)\n"
+    assert _running_version(controller_dir) == 999
+
+
+def test_cli_refuses_a_50_mb_file_by_its_size_unread(tmp_path: Path) -> None:
+    from controller.cli.operator import read_baseline_file
+
+    big = tmp_path / "big.yaml"
+    with big.open("wb") as f:
+        f.truncate(50 * 1024 * 1024)  # sparse: reading it would be the only way to use memory
+    with pytest.raises(VigilError, match=r"^big\.yaml: the file is 52428800 bytes, more than the 1024 KiB"):
+        read_baseline_file(big)
+
+
+def test_cli_stops_reading_a_file_without_a_size(tmp_path: Path) -> None:
+    from controller.cli.operator import read_baseline_file
+
+    zero = Path("/dev/zero")
+    if not zero.exists():
+        pytest.skip("needs /dev/zero, an endless file that reports size 0")
+    with pytest.raises(VigilError, match=r"^zero: the file is larger than the 1024 KiB a baseline may hold$"):
+        read_baseline_file(zero)
+
+
+def test_operator_cli_checks_size_and_encoding_before_calling_the_controller(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from controller.cli.operator import main
+
+    for case, data, expected in LIMIT_CASES[:2]:
+        path = tmp_path / "lim.yaml"
+        path.write_bytes(data)
+        # No controller listens on port 9: refusing before any request is the only way to get this line.
+        code = main(["--url", "http://127.0.0.1:9", "--api-key", "k", "baseline", "apply", str(path)])
+        assert code != 0, case
+        assert capsys.readouterr().err == f"vigil: error: {expected.format(f='lim.yaml')}\n", case
+
+
+def test_operator_cli_finds_the_name_without_parsing() -> None:
+    from controller.cli.operator import _baseline_name
+
+    assert _baseline_name("# x\nbaseline: web-1  # the web tier\n") == "web-1"
+    assert _baseline_name("baseline: 'quoted'\n") == "quoted"
+    assert _baseline_name("rules:\n  baseline: nested\n") is None
+    assert _baseline_name("\ufeffbaseline: bom\n") == "bom"
