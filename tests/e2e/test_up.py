@@ -42,6 +42,21 @@ def test_vigil_up_serves_findings_and_the_web_ui_and_stops_its_agent_on_sigterm(
             page = r.read().decode()
         assert "Sign in" in page
 
+        # One controller per data directory: a second `vigil up` there refuses at once, naming the first.
+        second = subprocess.run([sys.executable, "-m", "controller.cli.operator", "up", "--data-dir", str(data),
+                                 "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"],
+                                cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2
+        assert second.stderr == (f"vigil: error: {data.resolve() / 'controller'} is in use by another controller "
+                                 f"(pid {proc.pid}); stop it, or give another --data-dir\n")
+        # Administrative commands find the controller vigil up runs, given vigil up's --data-dir.
+        created = subprocess.run([sys.executable, "-m", "controller.cli.controller", "user", "create", "--data-dir",
+                                  str(data), "--username", "ann", "--role", "viewer", "--password-stdin"],
+                                 cwd=ROOT, capture_output=True, text=True, input="Correct-Horse-42-battery\n",
+                                 timeout=120)
+        assert created.returncode == 0, created.stderr
+        assert f"using the controller in {data.resolve() / 'controller'}" in created.stderr
+
         agent = wait_for("the local agent process", lambda: [
             c for c in psutil.Process(proc.pid).children(recursive=True) if "agent.cli" in " ".join(c.cmdline())])[0]
         proc.send_signal(signal.SIGTERM)
