@@ -15,10 +15,10 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.baselines import load_baseline
-from controller.judges.registry import CHECK_SPECS
 from controller.domain import liveness
 from controller.domain.ingest import ingest_reports
 from controller.domain.policy import Applicable, applicable_rules
+from controller.judges.registry import CHECK_SPECS
 from controller.storage.models import Agent, Finding, Ticket, TicketEvent
 from controller.storage.store import alembic_config, make_engine, session_factory, sqlite_url, upgrade
 from controller.web import stats

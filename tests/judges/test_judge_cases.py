@@ -10,8 +10,8 @@ import yaml
 from google.protobuf.json_format import MessageToDict, ParseDict
 
 from controller.baselines import load_baseline
-from controller.judges.registry import CHECK_SPECS
 from controller.judges import JUDGES, InvalidFacts, evaluate, judge_for
+from controller.judges.registry import CHECK_SPECS
 from proto.vigil.v1 import report_pb2
 
 CASES = sorted((Path(__file__).parent / "cases").glob("*/*.yaml"))
