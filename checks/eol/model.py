@@ -40,6 +40,8 @@ class EolItem:
     lifecycle: str
     lifecycle_reason: str
     cycle: str = ""
+    # OS item only: ID_LIKE parents as product ids, tried in order by the controller (see osrelease.py).
+    product_like: tuple[str, ...] = ()
 
     def to_proto(self) -> eol_pb2.EolItem:
         return eol_pb2.EolItem(
@@ -51,6 +53,7 @@ class EolItem:
             source=self.source,
             lifecycle=self.lifecycle,
             lifecycle_reason=self.lifecycle_reason,
+            product_like=list(self.product_like),
         )
 
     @classmethod
@@ -64,6 +67,7 @@ class EolItem:
             lifecycle=msg.lifecycle,
             lifecycle_reason=msg.lifecycle_reason,
             cycle=msg.cycle,
+            product_like=tuple(msg.product_like),
         )
 
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from checks.eol.model import KIND_OS, LIFECYCLE_OS, EolItem
 
-# os-release ID -> endoflife.date product id (checked against endoflife.date's products/*.md permalinks).
+# os-release ID -> dataset product id: endoflife.date's id (checked against endoflife.date's
+# products/*.md permalinks) where it has one, else the os-release ID itself (the rolling releases).
 _PRODUCTS: dict[str, str] = {
     "debian": "debian",
     "ubuntu": "ubuntu",
@@ -24,10 +25,26 @@ _PRODUCTS: dict[str, str] = {
     "sles": "sles",
     "sles_sap": "sles",
     "opensuse-leap": "opensuse",
+    "opensuse": "opensuse",  # Leap 42.x said ID=opensuse
     "alpine": "alpine-linux",
     "amzn": "amazon-linux",
     "linuxmint": "linuxmint",
+    "cloudlinux": "cloudlinux",
+    "mageia": "mageia",
+    "slackware": "slackware",
+    "cos": "cos",
 }
+
+# Derivatives that number their releases differently from the parents their ID_LIKE names: Linux Mint
+# 21 is not Ubuntu 21, Mageia 9 is not Fedora 9, Amazon Linux 2 is not RHEL 2, RHEL 9 is not Fedora 9.
+# Their os-release parents are not reported as product_like, so a dataset without their own product
+# leaves them unknown instead of judging them by a release of the parent that shares only the number.
+_OWN_NUMBERING = frozenset({
+    "linuxmint", "elementary", "zorin", "mageia", "openmandriva", "amzn", "rhel", "ol", "kali", "cos", "flatcar",
+    "neon", "deepin",
+})
+# Enterprise Linux rebuilds name Fedora after RHEL/CentOS in ID_LIKE, but their majors are RHEL's.
+_EL_PARENTS = frozenset({"rhel", "centos"})
 
 # How reasons name the vendor of an OS: "shipped and patched by Debian".
 _VENDORS: dict[str, str] = {
@@ -150,12 +167,36 @@ def os_product(osr: OsRelease) -> str:
     """The endoflife.date product id for this OS.
 
     CentOS Stream shares ``ID=centos`` with CentOS Linux but has its own lifecycle, so NAME decides.
-    An ID endoflife.date does not know (e.g. ``opensuse-tumbleweed``, which is rolling) is reported as
-    is, so the controller can say it does not know it rather than the agent guessing a parent distro.
+    An ID endoflife.date does not know (``opensuse-tumbleweed``, ``arch``: rolling releases the
+    controller's dataset lists as such; ``raspbian``) is reported as is: the controller, not the agent,
+    decides whether to judge it through :func:`os_product_like`.
     """
     if osr.id == "centos" and "stream" in osr.name.lower():
         return "centos-stream"
+    if osr.id == "linuxmint" and osr.name.upper().startswith("LMDE"):
+        return "lmde"  # Linux Mint Debian Edition 6 shares ID=linuxmint but not Mint's numbering
+    if osr.id == "debian" and not osr.version_id:
+        return "debian-testing"  # testing and unstable (sid) set no VERSION_ID: rolling
     return _PRODUCTS.get(osr.id, osr.id)
+
+
+def os_product_like(osr: OsRelease) -> tuple[str, ...]:
+    """The ID_LIKE parents as product ids, in the file's order, for the controller to fall back on.
+
+    Empty for derivatives in ``_OWN_NUMBERING``; ``fedora`` is left out after ``rhel``/``centos`` (an
+    Enterprise Linux rebuild, whose majors are RHEL's); the OS's own product is never repeated.
+    """
+    if osr.id in _OWN_NUMBERING:
+        return ()
+    own = os_product(osr)
+    out: list[str] = []
+    for parent in osr.id_like:
+        if parent == "fedora" and _EL_PARENTS & set(osr.id_like):
+            continue
+        product = _PRODUCTS.get(parent, parent)
+        if product != own and product not in out:
+            out.append(product)
+    return tuple(out)
 
 
 def os_item(osr: OsRelease, source: str = "os-release") -> EolItem:
@@ -169,4 +210,5 @@ def os_item(osr: OsRelease, source: str = "os-release") -> EolItem:
         source=source,
         lifecycle=LIFECYCLE_OS,
         lifecycle_reason="the operating system itself",
+        product_like=os_product_like(osr),
     )

@@ -45,6 +45,7 @@ class EolItem(_message.Message):
     DAYS_TO_END_OF_SUPPORT_FIELD_NUMBER: _builtins.int
     LTS_FIELD_NUMBER: _builtins.int
     KNOWN_FIELD_NUMBER: _builtins.int
+    PRODUCT_LIKE_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
     """"os", "package" or "runtime"."""
     name: _builtins.str
@@ -72,9 +73,15 @@ class EolItem(_message.Message):
     days_to_end_of_support: _builtins.int
     lts: _builtins.bool
     known: _builtins.bool
-    """The product or cycle was found in the dataset; when false the dates above are empty.
-    Next field: 19
-    """
+    """The product or cycle was found in the dataset; when false the dates above are empty."""
+    @_builtins.property
+    def product_like(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """For the OS item: the os-release ID_LIKE entries mapped to product ids, in the file's order. The
+        controller judges by the first of them its dataset has when it does not have `product` itself.
+        Left empty for derivatives that number their releases differently from their parent.
+        Next field: 20
+        """
+
     def __init__(
         self,
         *,
@@ -96,10 +103,11 @@ class EolItem(_message.Message):
         days_to_end_of_support: _builtins.int = ...,
         lts: _builtins.bool = ...,
         known: _builtins.bool = ...,
+        product_like: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cycle", b"cycle", "days_to_end_of_support", b"days_to_end_of_support", "days_to_eol", b"days_to_eol", "eol", b"eol", "eol_date", b"eol_date", "extended_support_date", b"extended_support_date", "in_extended_support", b"in_extended_support", "kind", b"kind", "known", b"known", "lifecycle", b"lifecycle", "lifecycle_reason", b"lifecycle_reason", "lts", b"lts", "name", b"name", "product", b"product", "release_date", b"release_date", "source", b"source", "supported", b"supported", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cycle", b"cycle", "days_to_end_of_support", b"days_to_end_of_support", "days_to_eol", b"days_to_eol", "eol", b"eol", "eol_date", b"eol_date", "extended_support_date", b"extended_support_date", "in_extended_support", b"in_extended_support", "kind", b"kind", "known", b"known", "lifecycle", b"lifecycle", "lifecycle_reason", b"lifecycle_reason", "lts", b"lts", "name", b"name", "product", b"product", "product_like", b"product_like", "release_date", b"release_date", "source", b"source", "supported", b"supported", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

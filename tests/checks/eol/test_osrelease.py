@@ -24,7 +24,7 @@ EXPECTED: dict[str, tuple[str, str, str, str]] = {
     "centos-stream-9": ("centos", "9", "centos-stream", "centos 9"),
     "sles-15-sp5": ("sles", "15.5", "sles", "sles 15.5"),
     "opensuse-leap-15.4": ("opensuse-leap", "15.4", "opensuse", "opensuse-leap 15.4"),
-    # Rolling: endoflife.date has no product for it, so the ID goes through and the controller says so.
+    # Rolling: not an endoflife.date product; the ID goes through and the controller's dataset lists it as rolling.
     "opensuse-tumbleweed-20230304": (
         "opensuse-tumbleweed",
         "20230304",
@@ -39,7 +39,8 @@ EXPECTED: dict[str, tuple[str, str, str, str]] = {
 
 
 def test_every_os_release_fixture_has_an_expectation() -> None:
-    assert sorted(EXPECTED) == _fixtures.names("os-release")
+    # The fields of these are checked here; every fixture's outcome is in os-release-outcomes.tsv.
+    assert set(EXPECTED) <= set(_fixtures.names("os-release"))
 
 
 @pytest.mark.parametrize("fixture", sorted(EXPECTED))
@@ -55,7 +56,27 @@ def test_os_release_maps_to_product_and_version(fixture: str) -> None:
         source="os-release",
         lifecycle="os",
         lifecycle_reason="the operating system itself",
+        product_like=item_like(osr),
     )
+
+
+def item_like(osr: OsRelease) -> tuple[str, ...]:
+    return os_item(osr).product_like
+
+
+@pytest.mark.parametrize(("fixture", "like"), [
+    ("centos-7", ("rhel",)),  # "rhel fedora": Fedora is not the parent of an Enterprise Linux major
+    ("rocky-9.3", ("rhel", "centos")),
+    ("raspbian-8", ("debian",)),
+    ("pop-22.04", ("ubuntu", "debian")),
+    ("linuxmint-21.3", ()),  # Mint 21 is not Ubuntu 21
+    ("mageia-8", ()),  # Mageia 8 is not Fedora 8
+    ("amzn-2", ()),  # Amazon Linux 2 is not RHEL 2
+    ("rhel-9.6", ()),  # RHEL 9 is not Fedora 9
+    ("opensuse-leap-15.4", ("suse",)),  # its own product (opensuse) is not repeated
+])
+def test_id_like_parents_are_reported_unless_numbering_differs(fixture: str, like: tuple[str, ...]) -> None:
+    assert os_item(_fixtures.os_release(fixture)).product_like == like
 
 
 def test_debian_12_fields() -> None:
@@ -122,7 +143,12 @@ def test_testing_without_version_id_is_named_by_codename() -> None:
         'PRETTY_NAME="Debian GNU/Linux trixie/sid"\nNAME="Debian GNU/Linux"\nVERSION_CODENAME=trixie\nID=debian\n'
     )
     item = os_item(osr)
-    assert (item.name, item.product, item.version) == ("debian trixie", "debian", "")
+    assert (item.name, item.product, item.version) == ("debian trixie", "debian-testing", "")
+
+
+def test_lmde_is_not_taken_for_linux_mint() -> None:
+    # LMDE 6 says ID=linuxmint but numbers its releases from 1: Mint 6 ended in 2010, LMDE 6 did not.
+    assert os_item(_fixtures.os_release("lmde-6")).product == "lmde"
 
 
 def test_empty_file_gives_a_named_item() -> None:
