@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from common.errors import UsageError
 from common.files import create_owner_only
 from controller.baselines import BaselineDoc, decode_baseline, load_baseline
-from controller.domain import audit, eol, liveness, tickets
+from controller.domain import audit, liveness, tickets
 from controller.domain.ca import CertificateAuthority
+from controller.domain.eol import EolData
 from controller.domain.policy import DEFAULT_HEARTBEAT_S, Applicable, applicable_rules
 from controller.errors import Conflict
 from controller.judges.registry import CHECK_SPECS
@@ -141,6 +142,7 @@ class Controller:
     writer: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "vigil-writer"))
     # Called (from any thread) when the baselines changed, so connected agents get a new policy.
     on_policy_change: list[Callable[[], None]] = field(default_factory=list)
+    eol: EolData = field(default_factory=EolData)  # the EOL dataset ingest judges with
 
     @classmethod
     def open(cls, config: ControllerConfig) -> Controller:
@@ -152,7 +154,6 @@ class Controller:
             create_owner_only(db_file)
             os.chmod(db_file, 0o600)
         engine = make_engine(config.database_url)
-        eol.use_data_dir(config.data_dir)  # an operator-imported EOL dataset there wins over the packaged one
         upgrade(engine)
         ca = CertificateAuthority.load_or_create(config.data_dir / "pki")
         is_sqlite = config.database_url.startswith("sqlite")
@@ -162,6 +163,7 @@ class Controller:
             ca=ca,
             is_sqlite=is_sqlite,
             writer=ThreadPoolExecutor(1 if is_sqlite else 4, "vigil-writer"),
+            eol=EolData(config.data_dir),  # an operator-imported EOL dataset there wins over the packaged one
         )
         ctl.ensure_default_baseline()
         return ctl

@@ -19,7 +19,7 @@ from typing import Any
 
 from common.cli import Parser, add_common, print_json, run
 from common.errors import UsageError, VigilError
-from controller.domain import eol
+from controller.cli import eol
 
 PROG = "vigil"
 

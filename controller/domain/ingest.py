@@ -16,7 +16,8 @@ from google.protobuf.json_format import MessageToDict
 from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
-from controller.domain import changes, eol
+from controller import eoldata
+from controller.domain import changes
 from controller.domain.policy import Applicable
 from controller.domain.tickets import Book, RuleRef, apply_outcomes
 from controller.judges import InvalidFacts, evaluate, judge_for
@@ -75,6 +76,7 @@ def ingest_reports(
     reports: Sequence[report_pb2.Report],
     rules: Sequence[Applicable],
     now: dt.datetime | None = None,
+    eol_dataset: eoldata.Dataset | None = None,
 ) -> list[pb.Ack]:
     """Store and judge ``reports`` of one agent in the caller's transaction; one Ack per report, in order.
 
@@ -100,7 +102,8 @@ def ingest_reports(
         used = changes.annotate(session, agent_id, agent.hostname, facts, when, agent.tags)
         return {cid: change.reason for cid, change in used.items()}
 
-    ctx = Context(today=when.date(), eol_dataset=eol.active_dataset(), approved_changes=approved_changes)
+    eol_data = eol_dataset if eol_dataset is not None else eoldata.packaged_dataset()
+    ctx = Context(today=when.date(), eol_dataset=eol_data, approved_changes=approved_changes)
     for report in reports:
         seq = report.sequence
         if seq <= 0:

@@ -1,7 +1,9 @@
 """The ``eol`` judge: each OS, package and runtime against its lifecycle in the controller's dataset.
 
-Ingest enriches the facts with the controller's own EOL dataset before judging (the agent only says
-what is installed), so the items judged here carry ``eol``, ``days_to_eol``, ``supported``, ``known``.
+:meth:`Eol.prepare` enriches the facts with the controller's own EOL dataset before they are stored
+and judged (the agent only says what is installed), so the items judged here carry ``eol``,
+``days_to_eol``, ``supported``, ``known`` and ``dataset`` (which dataset placed them); every message
+names that dataset, and says when the OS was judged through its ID_LIKE parent or is a rolling release.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
 
+from controller import eoldata
 from controller.baselines import Rule, StrictModel, fail
-from controller.domain import eol as _eol
 from controller.judges.base import Context, InvalidFacts, Judge, Observation
 from controller.judges.items import per_item
 
@@ -37,24 +39,35 @@ class EolParams(StrictModel):
     extra_paths: list[_Absolute] = Field(default_factory=list)
 
 
+def note(item: Mapping[str, Any]) -> str:
+    """What a finding says besides the rule's verdict: fallback, rolling release, the dataset used."""
+    parts = [str(item.get("judged_as") or "")]
+    if item.get("cycle") == "rolling" and item.get("known"):
+        parts.append(eoldata.ROLLING_REASON)
+    if item.get("dataset"):
+        parts.append(f"dataset: {item['dataset']}")
+    return "; ".join(p for p in parts if p)
+
+
 class Eol(Judge):
     id = "eol"
     default_interval_s = 86400
     params_model = EolParams
 
     def validate(self, facts: dict[str, Any]) -> None:
-        problems = _eol.validate_facts(facts)
+        problems = eoldata.validate_facts(facts)
         if problems:
             raise InvalidFacts("; ".join(problems[:5]))
 
     def prepare(self, facts: dict[str, Any], ctx: Context) -> tuple[dict[str, Any], dict[str, str]]:
         # The controller judges with its own EOL dataset (fields 9-18), whatever the agent sent.
-        if not facts or ctx.eol_dataset is None:
+        dataset = ctx.eol_dataset
+        if not facts or not isinstance(dataset, eoldata.Dataset):
             return facts, {}
-        return _eol.enrich(facts, ctx.eol_dataset, ctx.today), {}
+        return eoldata.enrich(facts, dataset, ctx.today), {}
 
     def evaluate(self, rule: Rule, facts: Mapping[str, Any], changes: Mapping[str, str]) -> list[Observation]:
-        return per_item(rule, facts, "items", "no operating system or software was reported")
+        return per_item(rule, facts, "items", "no operating system or software was reported", note=note)
 
 
 JUDGE = Eol()

@@ -20,9 +20,10 @@ from common.errors import UsageError
 from controller import web
 from controller.baselines import BaselineError
 from controller.core import Controller
-from controller.domain import audit, changes, eol, exceptions, tickets, workflow
+from controller.domain import audit, changes, exceptions, tickets, workflow
 from controller.domain.users import role_allows, user_for_api_key
 from controller.errors import Conflict, Forbidden, NotFound, http_status
+from controller.rest import eol
 from controller.rest import notifications as notify_api
 from controller.rpc.service import AgentChannelService
 from controller.storage.models import Agent, Baseline, Change, Delivery, Finding, Result, Ticket, User

@@ -224,7 +224,7 @@ class AgentChannelService(pbg.AgentChannelServicer):
         def work() -> list[pb.Ack]:
             with self.ctl.sessions.begin() as s:
                 self._mark_seen(s, stream.agent_id)
-                return ingest_reports(s, stream.agent_id, reports, rules)
+                return ingest_reports(s, stream.agent_id, reports, rules, eol_dataset=self.ctl.eol.dataset())
 
         acks = await self.ctl.db(work)
         for ack in acks:
