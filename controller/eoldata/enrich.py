@@ -136,6 +136,8 @@ def enrich(facts: Mapping[str, Any], dataset: Dataset, today: dt.date) -> dict[s
         else:
             _enrich_own(item, dataset.match(str(item.get("product", "")), str(item.get("version", "")), today),
                         today)
+        if item.get("known") is False:  # the judge reports these by their reason alone: name the dataset there
+            _append_reason(item, f"dataset: {dataset.label}")
     out["items"] = items
     sent = str(facts.get("dataset_version", "") or "")
     if sent and sent != dataset.version:

@@ -44,6 +44,8 @@ def note(item: Mapping[str, Any]) -> str:
     parts = [str(item.get("judged_as") or "")]
     if item.get("cycle") == "rolling" and item.get("known"):
         parts.append(eoldata.ROLLING_REASON)
+    if item.get("eol") and item.get("eol_date"):
+        parts.append(f"end of life since {item['eol_date']}")
     if item.get("dataset"):
         parts.append(f"dataset: {item['dataset']}")
     return "; ".join(p for p in parts if p)

@@ -261,7 +261,8 @@ def test_versions_the_dataset_cannot_place_stay_unknown_naming_why(ds: eoldata.D
     (item,) = eoldata.enrich({"items": [_item(name="redis 6", product="redis", version="6.2.14")]}, mine,
                              TODAY)["items"]
     assert item["known"] is False and item["supported"] is False
-    assert item["lifecycle_reason"].endswith("the oldest listed (7.4) is still supported")
+    assert item["lifecycle_reason"].endswith(
+        "the oldest listed (7.4) is still supported; dataset: endoflife.date as of 2026-12-04")
     assert item["dataset"] == mine.label == "endoflife.date as of 2026-12-04"
 
 

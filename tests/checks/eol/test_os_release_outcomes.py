@@ -18,6 +18,7 @@ from checks.eol import EolResult, os_item
 from controller import eoldata
 from controller.baselines import Rule
 from controller.judges import evaluate
+from controller.vocabulary import FAIL, PASS, UNKNOWN
 from tests.checks.eol import _fixtures
 from tests.checks.eol.test_collect import collect, write
 
@@ -116,7 +117,8 @@ def test_an_old_agent_without_product_like_still_works(dataset: eoldata.Dataset)
     rasp = MessageToDict(os_item(_fixtures.os_release("raspbian-8")).to_proto(), preserving_proto_field_name=True)
     rasp.pop("product_like", None)
     (out,) = eoldata.enrich({"items": [rasp]}, dataset, TODAY)["items"]
-    assert out["known"] is False and out["lifecycle_reason"].endswith("raspbian is not in the EOL dataset")
+    assert out["known"] is False
+    assert out["lifecycle_reason"].endswith(f"raspbian is not in the EOL dataset; dataset: {dataset.label}")
 
 
 def test_end_to_end_through_the_eol_check_and_judge(tmp_path: Path, dataset: eoldata.Dataset) -> None:
@@ -130,6 +132,18 @@ def test_end_to_end_through_the_eol_check_and_judge(tmp_path: Path, dataset: eol
     enriched = eoldata.enrich(facts, dataset, TODAY)
     rule = Rule("EOL-SUPPORTED", "eol", "high", 86400, {}, {"supported": True}, (), "")
     (obs,) = [o for o in evaluate(rule, "eol", enriched, "OK") if o.subject == "raspbian 8"]
-    assert not obs.passed
+    assert obs.verdict == FAIL
     assert "judged as debian 8 through ID_LIKE" in obs.message
     assert f"dataset: {dataset.label}" in obs.message
+
+
+@pytest.mark.parametrize(("fixture", "verdict", "says"), [
+    ("arch", PASS, "no end of life applies (rolling release)"),
+    ("elementary-7.1", UNKNOWN, "elementary is not in the EOL dataset; dataset: endoflife.date as of 2026-12-04"),
+    ("centos-7", FAIL, "end of life since 2024-06-30; dataset: endoflife.date as of 2026-12-04; supported is false"),
+])
+def test_the_judge_names_the_outcome(fixture: str, verdict: str, says: str, dataset: eoldata.Dataset) -> None:
+    facts = {"items": [_enriched(fixture, dataset)]}
+    rule = Rule("EOL-SUPPORTED", "eol", "high", 86400, {}, {"supported": True}, (), "")
+    (obs,) = evaluate(rule, "eol", facts, "OK")
+    assert obs.verdict == verdict and says in obs.message, obs.message
