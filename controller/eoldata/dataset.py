@@ -10,6 +10,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +70,9 @@ class Cycle:
     latest: str = ""
     latest_release_date: dt.date | None = None
 
-    @property
+    @cached_property
     def key(self) -> tuple[int, ...]:
+        """The cycle's numbers, computed once: matching compares them for every cycle of a product."""
         return numbers(self.cycle)
 
     def label(self) -> str:
