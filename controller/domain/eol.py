@@ -10,8 +10,8 @@ The dataset model, version matching and the judgement itself are pure and live i
 * :func:`fetch_product`, :func:`convert_api`, :func:`merge`, :func:`dataset_from_file`,
   :func:`dataset_from_api` — endoflife.date downloads converted into Vigil's format.
 
-It imports only the standard library and ``controller.eoldata``, because the stdlib-only ``vigil``
-CLI imports it too.
+It imports only the standard library, ``common`` and ``controller.eoldata``, because the stdlib-only
+``vigil`` CLI imports it too.
 
 Exception tree::
 

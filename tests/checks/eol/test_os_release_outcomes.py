@@ -130,6 +130,7 @@ def test_end_to_end_through_the_eol_check_and_judge(tmp_path: Path, dataset: eol
     (os_facts,) = [i for i in facts["items"] if i["kind"] == "os"]
     assert os_facts["product"] == "raspbian" and os_facts["product_like"] == ["debian"]
     enriched = eoldata.enrich(facts, dataset, TODAY)
+    assert eoldata.validate_facts(enriched) == [], "stored, enriched facts validate too"
     rule = Rule("EOL-SUPPORTED", "eol", "high", 86400, {}, {"supported": True}, (), "")
     (obs,) = [o for o in evaluate(rule, "eol", enriched, "OK") if o.subject == "raspbian 8"]
     assert obs.verdict == FAIL
