@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import tempfile
 import threading
 import urllib.error
@@ -252,6 +253,18 @@ def _keep(cycle: Mapping[str, Any], today: dt.date, years: int) -> bool:
     return released is not None and released >= cutoff  # ended on an unknown date: keep only if recent
 
 
+_CYCLE_NAME = re.compile(r"^\d{1,9}(\.\d{1,9})*$")
+
+
+def _numbered(product: str, cycle: dict[str, Any]) -> dict[str, Any]:
+    """``cos-105`` -> cycle ``105`` (codename ``cos-105``): the number is what os-release reports."""
+    name = str(cycle["cycle"])
+    prefix = f"{product}-"
+    if name.startswith(prefix) and _CYCLE_NAME.match(name[len(prefix):]):
+        return {**cycle, "cycle": name[len(prefix):], "codename": cycle.get("codename") or name}
+    return cycle
+
+
 def convert_product(product: str, response: Any, today: dt.date, years: int = KEEP_YEARS) -> list[dict[str, Any]]:
     """The cycles of one endoflife.date product response (v1 ``ProductResponse`` or legacy list)."""
     if isinstance(response, Mapping) and isinstance(response.get("result"), Mapping):
@@ -260,7 +273,10 @@ def convert_product(product: str, response: Any, today: dt.date, years: int = KE
         releases = response
     if not isinstance(releases, list):
         raise DatasetError(f"endoflife.date {product}", [("releases", "the response has no list of releases")])
-    cycles = [_convert_release(product, r) for r in releases if isinstance(r, Mapping)]
+    cycles = [_numbered(product, _convert_release(product, r)) for r in releases if isinstance(r, Mapping)]
+    # A cycle with no version number (slackware "current") cannot match an installed version: left out,
+    # rather than making the whole converted dataset invalid.
+    cycles = [c for c in cycles if _CYCLE_NAME.match(c["cycle"])]
     if product in MAJOR_ONLY:
         cycles = [c for c in cycles if "." not in c["cycle"]]
     return [c for c in cycles if _keep(c, today, years)]

@@ -347,6 +347,19 @@ def test_convert_v1_product_responses() -> None:
     assert eol.convert_product("nginx", API["nginx"], TODAY)[0]["eol"] is False, "eol booleans are kept"
 
 
+def test_converted_cycles_are_numbered_as_os_release_numbers_them() -> None:
+    # endoflife.date names COS milestones "cos-125" (os-release says VERSION_ID=125) and lists Slackware's
+    # unnumbered "current"; a refresh must neither break on them nor make the dataset invalid.
+    cos = eol.convert_product("cos", _v1("cos", [_rel("cos-125", "2025-10-09", "2027-09-01", False)]), TODAY)
+    assert cos == [{"cycle": "125", "codename": "cos-125", "release_date": "2025-10-09", "eol": "2027-09-01",
+                    "lts": False}]
+    slack = eol.convert_product("slackware", _v1("slackware", [
+        _rel("current", "1993-07-27", None, False), _rel("15.0", "2022-02-03", None, False)]), TODAY)
+    assert [c["cycle"] for c in slack] == ["15.0"]
+    merged = eol.merge(eoldata.packaged_dataset(), {"cos": cos, "slackware": slack}, "test", TODAY)
+    assert merged.cycle_for("cos", "125") is not None and merged.rolling, "rolling releases are kept"
+
+
 def test_convert_legacy_and_full_dumps() -> None:
     py = eol.convert_api(LEGACY_PYTHON, ["python"], TODAY, product="python")["python"]
     assert [c["cycle"] for c in py] == ["3.14", "3.9"]
