@@ -22,52 +22,15 @@ import os
 import re
 from collections.abc import Sequence
 
+from common.globs import glob_to_regex
+
 _SLASH = b"/"
-
-
-def _translate(pattern: str) -> str:
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        if c == "*":
-            if pattern.startswith("**", i):
-                i += 2
-                if i < n and pattern[i] == "/":
-                    out.append("(?:.*/)?")
-                    i += 1
-                else:
-                    out.append(".*")
-                continue
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            j = i + 1
-            if j < n and pattern[j] in "!^":
-                j += 1
-            if j < n and pattern[j] == "]":
-                j += 1
-            while j < n and pattern[j] != "]":
-                j += 1
-            if j >= n:
-                out.append(re.escape(c))
-            else:
-                stuff = pattern[i + 1 : j].replace("\\", "\\\\")
-                if stuff[0] in "!^":
-                    stuff = "^" + stuff[1:]
-                out.append(f"[{stuff}]")
-                i = j
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return "".join(out)
 
 
 def _compile(patterns: list[str]) -> re.Pattern[bytes] | None:
     if not patterns:
         return None
-    joined = "|".join(f"(?:{_translate(p)})" for p in patterns)
+    joined = "|".join(f"(?:{glob_to_regex(p)})" for p in patterns)
     return re.compile(os.fsencode(joined), re.DOTALL)
 
 

@@ -19,6 +19,7 @@ import struct
 import time
 from dataclasses import dataclass
 
+from common.hostport import split_host_port
 from proto.vigil.v1 import ntp_pb2
 
 NTP_PORT = 123
@@ -159,18 +160,7 @@ def split_server(spec: str) -> tuple[str, int]:
 
     Raises ValueError when the port is not a number from 1 to 65535.
     """
-    spec = spec.strip()
-    host, port = spec, str(NTP_PORT)
-    if spec.startswith("["):
-        host, _, rest = spec[1:].partition("]")
-        if rest.startswith(":"):
-            port = rest[1:]
-    elif spec.count(":") == 1:
-        host, _, port = spec.partition(":")
-    number = int(port)
-    if not 0 < number < 2**16:
-        raise ValueError(f"port {number} is out of range")
-    return host, number
+    return split_host_port(spec, NTP_PORT)
 
 
 def _label(host: str, port: int) -> str:

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field
 
+from common.globs import glob_to_regex
 from controller.baselines import Rule, StrictModel, WholeNumber, fail
 from controller.judges.base import (
     CHECK_STATUS_SUBJECT,
@@ -210,46 +211,6 @@ def _check_absolute(v: str) -> str:
     return v
 
 
-def _glob_regex(pattern: str) -> str:
-    """A glob as the agent's regular expression: ``*``, ``?``, ``[...]`` within a component, ``**`` across."""
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        if c == "*":
-            if pattern.startswith("**", i):
-                i += 2
-                if i < n and pattern[i] == "/":
-                    out.append("(?:.*/)?")
-                    i += 1
-                else:
-                    out.append(".*")
-                continue
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            j = i + 1
-            if j < n and pattern[j] in "!^":
-                j += 1
-            if j < n and pattern[j] == "]":
-                j += 1
-            while j < n and pattern[j] != "]":
-                j += 1
-            if j >= n:
-                out.append(re.escape(c))
-            else:
-                body = pattern[i + 1 : j].replace("\\", "\\\\")
-                if body[0] in "!^":
-                    body = "^" + body[1:]
-                out.append(f"[{body}]")
-                i = j
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return "".join(out)
-
-
 def _check_glob(v: str) -> str:
     if not v.strip():
         raise fail("must not be empty; write a glob such as *.log or cache/**")
@@ -258,7 +219,7 @@ def _check_glob(v: str) -> str:
     variants = [pattern] + ([pattern[:-3]] if pattern.endswith("/**") and len(pattern) > 3 else [])
     for variant in variants:
         try:
-            re.compile(os.fsencode(_glob_regex(variant)), re.DOTALL)
+            re.compile(os.fsencode(glob_to_regex(variant)), re.DOTALL)
         except re.error as exc:
             raise fail(f"{v!r} is not a valid glob: {exc.msg}") from None
         except UnicodeEncodeError:

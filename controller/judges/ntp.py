@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
 
+from common.hostport import split_host_port
 from controller.baselines import StrictModel, WholeNumber, fail
 from controller.judges.base import InvalidFacts, Judge
 
@@ -14,23 +15,13 @@ _NTP_PORT = 123
 
 
 def _check_server(v: str) -> str:
-    # The agent's reading of "host", "host:port", "[v6]:port" or a bare IPv6 address (checks/ntp/sntp.py).
-    spec = v.strip()
-    host, port = spec, str(_NTP_PORT)
-    if spec.startswith("["):
-        host, _, rest = spec[1:].partition("]")
-        if rest.startswith(":"):
-            port = rest[1:]
-    elif spec.count(":") == 1:
-        host, _, port = spec.partition(":")
+    # The agent's reading of "host", "host:port", "[v6]:port" or a bare IPv6 address, shared through common/.
+    try:
+        host, _ = split_host_port(v, _NTP_PORT)
+    except ValueError:
+        raise fail(f"{v!r} needs a port from 1 to 65535 after the colon") from None
     if not host.strip():
         raise fail(f'{v!r} names no host; write "host" or "host:port" (ntp.example.com, 10.0.0.1:123, [::1]:123)')
-    try:
-        number = int(port)
-    except ValueError:
-        number = 0
-    if not 0 < number < 2**16:
-        raise fail(f"{v!r} needs a port from 1 to 65535 after the colon")
     return v
 
 
