@@ -494,18 +494,12 @@ class _RuleModel(_Strict):
             raise _fail(f"unknown check {v!r}; known checks: {', '.join(sorted(known))}")
         return v
 
-    @field_validator("severity", mode="before")
+    @field_validator("severity", "on_unknown", mode="before")
     @classmethod
-    def _severity(cls, v: Any) -> Any:
-        if not isinstance(v, str) or v not in SEVERITIES:
-            raise _fail(f"must be one of {', '.join(SEVERITIES)}")
-        return v
-
-    @field_validator("on_unknown", mode="before")
-    @classmethod
-    def _on_unknown(cls, v: Any) -> Any:
-        if not isinstance(v, str) or v not in ON_UNKNOWN:
-            raise _fail(f"must be one of {', '.join(ON_UNKNOWN)}")
+    def _one_of(cls, v: Any, info: ValidationInfo) -> Any:
+        allowed = SEVERITIES if info.field_name == "severity" else ON_UNKNOWN
+        if not isinstance(v, str) or v not in allowed:
+            raise _fail(f"must be one of {', '.join(allowed)}")
         return v
 
 
