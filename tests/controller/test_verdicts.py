@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller.baselines import load_baseline
+from controller.baselines import BaselineError, load_baseline
 from controller.domain import liveness
 from controller.domain.ingest import ingest_reports
 from controller.domain.policy import Applicable, applicable_rules
@@ -205,3 +205,10 @@ def test_migration_0004_rewrites_ticket_keys_so_ingest_finds_them(tmp_path: Path
         assert ticket.occurrences == 2, "the migrated ticket was found again, not a second one opened"
     finally:
         engine.dispose()
+
+
+def test_on_unknown_takes_ticket_or_record_only() -> None:
+    with pytest.raises(BaselineError) as refused:
+        load_baseline(av_baseline("b", 48).replace("    interval: 1h\n", "    interval: 1h\n    on_unknown: ignore\n"),
+                      "b.yaml", CHECK_SPECS)
+    assert str(refused.value).endswith("b.yaml:8: rules[0].on_unknown: must be one of ticket, record")
