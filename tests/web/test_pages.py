@@ -254,3 +254,26 @@ def test_snapshots_feed_the_dashboard_and_it_works_without_any(web: Web) -> None
         assert daily[-1].opened == 2 and len(daily) == 14
     page = client.get("/").text
     assert "2 recorded snapshot(s)" in page and page.count("<svg class=\"chart\"") == 4
+
+
+def test_a_finding_that_cannot_be_judged_shows_as_its_own_state_and_never_as_passing(web: Web) -> None:
+    from controller.domain.tickets import RuleRef, apply_outcomes
+    from controller.judges.base import cannot_judge
+
+    now = dt.datetime.now(dt.UTC)
+    ntp = RuleRef("NTP-SYNC", "ntp", "medium", ("TPEx-CPA 3(8)4(4)",), "tw-securities-linux", 1)
+    with web.ctl.sessions.begin() as s:
+        apply_outcomes(s, "agt-1", "web1", ntp, [cannot_judge(
+            "check-status", "the ntp check reported TIMEOUT, so NTP-SYNC could not be evaluated")], now, None,
+            complete=False)
+    client = signed_in(web, "viewer")
+    dashboard = client.get("/").text
+    assert "0 of 3 findings passing; 1 cannot be judged (counted as not passing)" in dashboard
+    agent = client.get("/agents/agt-1").text
+    assert '<span class="badge st-unknown">cannot judge</span>' in agent
+    assert '<span class="badge st-unknown">unknown</span>' in agent
+    assert "cannot judge: the ntp check reported TIMEOUT" in agent
+    agents = client.get("/agents").text
+    assert "2 failing, 1 cannot judge of 3" in agents
+    tickets = client.get("/tickets").text
+    assert "NTP-SYNC on web1: cannot judge: the ntp check reported TIMEOUT" in tickets
