@@ -26,7 +26,7 @@ from controller.domain.policy import DEFAULT_HEARTBEAT_S, Applicable, applicable
 from controller.errors import Conflict
 from controller.judges.registry import CHECK_SPECS
 from controller.storage.models import Baseline
-from controller.storage.store import make_engine, session_factory, sqlite_url, upgrade
+from controller.storage.store import check_connection, make_engine, session_factory, sqlite_url, upgrade
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -154,9 +154,11 @@ class Controller:
             create_owner_only(db_file)
             os.chmod(db_file, 0o600)
         engine = make_engine(config.database_url)
+        check_connection(engine)
         upgrade(engine)
         ca = CertificateAuthority.load_or_create(config.data_dir / "pki")
-        is_sqlite = config.database_url.startswith("sqlite")
+        # SQLite has one write lock, so one writer thread; PostgreSQL locks rows, so writers run side by side.
+        is_sqlite = engine.dialect.name == "sqlite"
         ctl = cls(
             config=config,
             sessions=session_factory(engine),

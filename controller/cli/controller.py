@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     def data(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--data-dir", type=Path, required=True,
                         help="controller data directory (that of `vigil up` also works: its controller/ is used)")
-        sp.add_argument("--db", default=None, help="database URL (default: SQLite under --data-dir)")
+        sp.add_argument("--db", default=None, metavar="URL",
+                        help="database URL: postgresql://USER@HOST/DATABASE or sqlite:///FILE "
+                             "(default: SQLite under --data-dir)")
         add_common(sp)
 
     s = sub.add_parser("serve", help="run the controller")

@@ -1,4 +1,9 @@
-"""Engine and session set-up, and schema migration at start-up."""
+"""Engine and session set-up, and schema migration at start-up.
+
+Two databases are supported: SQLite (the default, one file under the data directory) and PostgreSQL
+through psycopg 3 (``postgresql://`` or ``postgresql+psycopg://``). The same Alembic migrations build
+both schemas.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +12,57 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
+from common.errors import UsageError, VigilError
+
 _MIGRATIONS = Path(__file__).parent / "migrations"
+# Seconds to wait for a PostgreSQL server before start-up fails (unless the URL sets connect_timeout).
+PG_CONNECT_TIMEOUT_S = 10
+# The key of the advisory lock held while migrating (the audit log uses another one).
+_PG_MIGRATION_LOCK_KEY = 0x7669676D  # "vigm"
+
+
+class DatabaseUnavailable(VigilError):
+    """The database named by the URL cannot be reached or refuses us; the message names it."""
 
 
 def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{(data_dir / 'controller.db').resolve()}"
 
 
+def parse_url(url: str) -> URL:
+    """The URL the engine is built from: a plain ``postgresql://`` (or ``postgres://``) means psycopg 3,
+    the driver Vigil ships with, where SQLAlchemy on its own would pick psycopg2."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise UsageError(f"--db {url!r}: not a database URL (expected sqlite:///FILE or "
+                         "postgresql://USER@HOST/DATABASE)") from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise UsageError(f"--db {safe_url(url)}: unsupported database {parsed.get_backend_name()!r} "
+                         "(Vigil runs on sqlite or postgresql)")
+    return parsed
+
+
+def safe_url(url: str | URL) -> str:
+    """The URL as it may be shown to a user or written to a log: without its password."""
+    try:
+        parsed = make_url(url) if isinstance(url, str) else url
+    except ArgumentError:
+        return "<unparsable URL>"
+    return parsed.render_as_string(hide_password=True)
+
+
 def make_engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    parsed = parse_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -33,7 +76,29 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    connect_args: dict[str, Any] = {}
+    if "connect_timeout" not in parsed.query:
+        connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
+    try:
+        return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args)
+    except (ImportError, NoSuchModuleError):
+        raise UsageError(f"--db {safe_url(parsed)}: the PostgreSQL driver (psycopg 3) is not installed; "
+                         "install vigil[controller,postgresql]") from None
+
+
+def check_connection(engine: Engine) -> None:
+    """Connect once, so that an unreachable server or a refused login is one clear error at start-up."""
+    try:
+        with engine.connect():
+            pass
+    except DBAPIError as exc:
+        raise DatabaseUnavailable(f"cannot open the database {safe_url(engine.url)}: {_reason(exc)}") from None
+
+
+def _reason(exc: DBAPIError) -> str:
+    """The driver's own first line (e.g. 'connection refused', 'password authentication failed')."""
+    text = str(exc.orig).strip() if exc.orig is not None else ""
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def alembic_config() -> Config:
@@ -43,9 +108,21 @@ def alembic_config() -> Config:
 
 
 def upgrade(engine: Engine) -> None:
-    """Bring the schema to the newest revision (idempotent)."""
+    """Bring the schema to the newest revision (idempotent); a database that refuses (no right to create
+    tables, say) is one clear error and, PostgreSQL migrating in one transaction, leaves nothing half done."""
+    try:
+        _upgrade(engine)
+    except DBAPIError as exc:
+        raise DatabaseUnavailable(f"cannot migrate the database {safe_url(engine.url)}: {_reason(exc)}") from None
+
+
+def _upgrade(engine: Engine) -> None:
     cfg = alembic_config()
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Replicas starting together against one database migrate one after the other; PostgreSQL
+            # runs the whole upgrade in this one transaction, so the next one finds the schema at head.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK_KEY})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 
