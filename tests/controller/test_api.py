@@ -25,8 +25,8 @@ PASSWORD = "Correct-Horse-42-battery"
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str], int]]:
-    ctl = Controller.open(ControllerConfig(data_dir=tmp_path))
+def env(tmp_path: Path, db_url: str) -> Iterator[tuple[TestClient, dict[str, str], int]]:
+    ctl = Controller.open(ControllerConfig(data_dir=tmp_path, db_url=db_url))
     keys = {}
     now = dt.datetime.now(dt.UTC)
     with ctl.sessions.begin() as s:

@@ -26,8 +26,8 @@ def rfc(t: dt.datetime) -> str:
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str]]]:
-    ctl = Controller.open(ControllerConfig(data_dir=tmp_path))
+def env(tmp_path: Path, db_url: str) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    ctl = Controller.open(ControllerConfig(data_dir=tmp_path, db_url=db_url))
     keys = {}
     now = dt.datetime.now(dt.UTC)
     with ctl.sessions.begin() as s:

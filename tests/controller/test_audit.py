@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import itertools
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controller.domain import audit
 from controller.storage.models import AuditEntry
-from controller.storage.store import make_engine, sqlite_url, upgrade
+from controller.storage.store import make_engine, upgrade
 from tests.controller._db import migrated_sessions
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,8 +23,8 @@ T0 = dt.datetime(2026, 3, 1, 9, 30, 0, 123456, tzinfo=dt.UTC)
 
 
 @pytest.fixture
-def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    with migrated_sessions(tmp_path) as factory:
+def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
+    with migrated_sessions(url=db_url) as factory:
         yield factory
 
 
@@ -166,9 +164,10 @@ def test_verification_walks_more_than_one_batch(sessions: sessionmaker[Session])
 # -- the command --------------------------------------------------------------------------------------
 
 
-def audit_verify(data_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def audit_verify(data_dir: Path, db_url: str, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "controller.cli.controller", "audit", "verify", "--data-dir", str(data_dir), *extra],
+        [sys.executable, "-m", "controller.cli.controller", "audit", "verify", "--data-dir", str(data_dir),
+         "--db", db_url, *extra],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -176,10 +175,10 @@ def audit_verify(data_dir: Path, *extra: str) -> subprocess.CompletedProcess[str
     )
 
 
-def test_audit_verify_command_exit_codes(tmp_path: Path) -> None:
+def test_audit_verify_command_exit_codes(tmp_path: Path, db_url: str) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    engine = make_engine(sqlite_url(data_dir))
+    engine = make_engine(db_url)
     try:
         upgrade(engine)
         with engine.begin() as conn, Session(bind=conn) as s:
@@ -189,16 +188,19 @@ def test_audit_verify_command_exit_codes(tmp_path: Path) -> None:
     finally:
         engine.dispose()
 
-    clean = audit_verify(data_dir)
+    clean = audit_verify(data_dir, db_url)
     assert clean.returncode == 0, clean.stderr
     assert clean.stdout.startswith("audit log verified:")
     assert "Traceback" not in clean.stderr
 
-    with contextlib.closing(sqlite3.connect(data_dir / "controller.db")) as db:
-        db.execute("UPDATE audit_log SET details = '{\"i\": 42}' WHERE seq = 2")
-        db.commit()
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE audit_log SET details = '{\"i\": 42}' WHERE seq = 2"))
+    finally:
+        engine.dispose()
 
-    broken = audit_verify(data_dir)
+    broken = audit_verify(data_dir, db_url)
     assert broken.returncode == 1
     assert "Traceback" not in broken.stderr
     lines = broken.stderr.strip().splitlines()
@@ -206,7 +208,7 @@ def test_audit_verify_command_exit_codes(tmp_path: Path) -> None:
     assert "BROKEN at entry 2" in lines[0]
     assert "altered" in lines[0]
 
-    as_json = audit_verify(data_dir, "--json")
+    as_json = audit_verify(data_dir, db_url, "--json")
     assert as_json.returncode == 1
     assert '"first_bad_seq": 2' in as_json.stdout
 

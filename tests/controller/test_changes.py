@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,8 +26,8 @@ def rfc(t: dt.datetime) -> str:
 
 
 @pytest.fixture
-def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    with migrated_sessions(tmp_path) as factory:
+def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
+    with migrated_sessions(url=db_url) as factory:
         with factory.begin() as s:
             for aid, host, tags in ((AGENT, HOST, ["linux", "web"]), ("agt-2", "db-01", ["linux", "db"])):
                 s.add(Agent(id=aid, hostname=host, enrolled_at=T0, cert_serial="1", cert_not_after=T0, tags=tags))

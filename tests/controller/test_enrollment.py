@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -40,8 +39,8 @@ def csr() -> bytes:
 
 
 @pytest.fixture
-def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    with migrated_sessions(tmp_path / "db") as factory:
+def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
+    with migrated_sessions(url=db_url) as factory:
         yield factory
 
 

@@ -508,8 +508,8 @@ def test_update_from_an_endoflife_date_download(tmp_path: Path, ds: eoldata.Data
 
 
 @pytest.fixture
-def api(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str], Controller]]:
-    ctl = Controller.open(ControllerConfig(data_dir=tmp_path))
+def api(tmp_path: Path, db_url: str) -> Iterator[tuple[TestClient, dict[str, str], Controller]]:
+    ctl = Controller.open(ControllerConfig(data_dir=tmp_path, db_url=db_url))
     keys = {}
     with ctl.sessions.begin() as s:
         for role in ("viewer", "admin"):

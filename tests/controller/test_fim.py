@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -190,8 +189,8 @@ def test_a_full_fim_rule_loads() -> None:
 
 
 @pytest.fixture
-def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    with migrated_sessions(tmp_path) as factory:
+def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
+    with migrated_sessions(url=db_url) as factory:
         with factory.begin() as s:
             s.add(Agent(id=AGENT, hostname=HOST, enrolled_at=T0, cert_serial="1", cert_not_after=T0,
                         tags=["linux", "web"], max_sequence=0))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -31,8 +30,8 @@ def rfc(t: dt.datetime) -> str:
 
 
 @pytest.fixture
-def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    with migrated_sessions(tmp_path) as factory:
+def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
+    with migrated_sessions(url=db_url) as factory:
         with factory.begin() as s:
             for name in ("viewer", "analyst", "admin"):
                 create_user(s, name, name, PASSWORD, "test")

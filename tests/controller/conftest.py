@@ -1,0 +1,22 @@
+"""The controller's tests that build a database run once on SQLite and once on PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from controller.storage.store import sqlite_url
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database URL for this test: a new SQLite file under tmp_path, or a new empty PostgreSQL database
+    (skipped, with the reason, when no PostgreSQL server can be had)."""
+    if request.param == "sqlite":
+        db_dir = tmp_path / "sqlite-db"
+        db_dir.mkdir(exist_ok=True)
+        return sqlite_url(db_dir)
+    return str(request.getfixturevalue("pg_url"))
