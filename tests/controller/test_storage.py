@@ -1,0 +1,312 @@
+"""The storage contract, on SQLite and on PostgreSQL: what differs between the two is exercised here.
+
+SQLite has one write lock and the controller gives it one writer thread; PostgreSQL locks rows and
+advisory keys and gets four writer threads. Each test holds on both: the audit chain stays whole under
+writers racing, a ticket moved twice at once moves once, the migrations build exactly the models'
+schema from an empty database, and a database that cannot be used is one clear line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, inspect, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from controller.core import Controller, ControllerConfig
+from controller.domain import audit, workflow
+from controller.domain.tickets import Outcome, RuleRef, apply_outcomes
+from controller.domain.users import create_user
+from controller.errors import Conflict
+from controller.storage.models import AuditEntry, Base, TicketEvent, User
+from controller.storage.store import alembic_config, make_engine, parse_url, safe_url, upgrade
+from tests.controller._db import migrated_sessions
+
+ROOT = Path(__file__).resolve().parents[2]
+PASSWORD = "Correct-Horse-42-battery"
+PORTS = RuleRef("PORTS-ALLOWED", "ports", "high", ("TPEx-CPA 3(10)5",), "tw-securities-linux", 1)
+WAIT_S = 30.0
+
+
+def is_postgresql(url: str) -> bool:
+    return make_url(url).get_backend_name() == "postgresql"
+
+
+def wait_for_a_lock_waiter(engine: Engine, locktype: str | None = None) -> None:
+    """On PostgreSQL, return once a session of this database waits for a lock (of ``locktype``, if
+    given): the race under test is then really happening. SQLite's waiters cannot be observed; there
+    the controller's single writer thread keeps writers apart (tests/controller/test_audit.py covers
+    SQLite's write lock)."""
+    if engine.dialect.name != "postgresql":
+        return
+    query = text(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE NOT l.granted AND a.datname = current_database()"
+        + (" AND l.locktype = :locktype" if locktype else "")
+    )
+    deadline = time.monotonic() + WAIT_S
+    with engine.connect() as conn:
+        while conn.execute(query, {"locktype": locktype}).scalar_one() == 0:
+            conn.rollback()  # a fresh snapshot of pg_locks on the next poll
+            assert time.monotonic() < deadline, f"no session started waiting for a lock ({locktype or 'any type'})"
+            time.sleep(0.01)  # polling interval of the server's lock table
+
+
+@pytest.fixture
+def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
+    with migrated_sessions(url=db_url) as factory:
+        yield factory
+
+
+@pytest.fixture
+def ctl(tmp_path: Path, db_url: str) -> Iterator[Controller]:
+    controller = Controller.open(ControllerConfig(data_dir=tmp_path / "data", db_url=db_url))
+    yield controller
+    controller.writer.shutdown(wait=True)
+    controller.sessions.kw["bind"].dispose()
+
+
+# -- migrations ----------------------------------------------------------------------------------------
+
+
+def test_migrations_build_the_models_schema_from_an_empty_database_and_back(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        assert inspect(engine).get_table_names() == []
+        upgrade(engine)
+        assert set(inspect(engine).get_table_names()) == set(Base.metadata.tables) | {"alembic_version"}
+        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            assert context.get_current_revision() == head
+            # Columns, types, nullability, indexes and constraints as the models declare them.
+            assert compare_metadata(context, Base.metadata) == []
+        upgrade(engine)  # idempotent: a restart migrates nothing
+        cfg = alembic_config()
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "base")
+        assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+        upgrade(engine)
+        assert set(inspect(engine).get_table_names()) == set(Base.metadata.tables) | {"alembic_version"}
+    finally:
+        engine.dispose()
+
+
+def test_timestamps_come_back_as_the_same_utc_instant(sessions: sessionmaker[Session]) -> None:
+    taipei = dt.timezone(dt.timedelta(hours=8))
+    at = dt.datetime(2026, 3, 1, 17, 30, 0, 123456, tzinfo=taipei)
+    with sessions.begin() as s:
+        audit.record(s, "alice", "test.time", "test", "1", {"ok": True, "n": None}, at=at)
+    with sessions() as s:
+        entry = s.execute(select(AuditEntry)).scalar_one()
+        assert entry.at == at and entry.at.utcoffset() == dt.timedelta(0)
+        assert entry.details == {"ok": True, "n": None}
+        assert audit.verify(s).ok
+
+
+# -- the audit log's lock ------------------------------------------------------------------------------
+
+
+def test_a_second_audit_writer_waits_for_the_first_and_the_chain_stays_whole(
+        sessions: sessionmaker[Session], db_url: str) -> None:
+    holding, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            with sessions.begin() as s:
+                audit.record(s, "first", "test.write", "test", "1")
+                holding.set()
+                assert release.wait(WAIT_S)
+        except BaseException as exc:  # reported by the test thread
+            errors.append(exc)
+
+    def second() -> None:
+        try:
+            with sessions.begin() as s:
+                audit.record(s, "second", "test.write", "test", "2")
+        except BaseException as exc:
+            errors.append(exc)
+
+    t1 = threading.Thread(target=first)
+    t1.start()
+    assert holding.wait(WAIT_S)
+    t2 = threading.Thread(target=second)
+    t2.start()
+    # On PostgreSQL the second writer now waits on the audit log's advisory lock, not on a row.
+    wait_for_a_lock_waiter(sessions.kw["bind"], "advisory")
+    release.set()
+    t1.join(WAIT_S)
+    t2.join(WAIT_S)
+    assert errors == []
+    with sessions() as s:
+        assert [(e.seq, e.actor) for e in audit.iter_entries(s)] == [(1, "first"), (2, "second")]
+        assert audit.verify(s).ok
+
+
+def test_two_threads_appending_all_the_time_keep_one_valid_chain(sessions: sessionmaker[Session]) -> None:
+    per_writer = 25
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def writer(name: str) -> None:
+        try:
+            start.wait(WAIT_S)
+            for i in range(per_writer):
+                with sessions.begin() as s:
+                    audit.record(s, name, "test.write", "test", f"{name}-{i}")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(name,)) for name in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    with sessions() as s:
+        entries = list(audit.iter_entries(s))
+        assert [e.seq for e in entries] == list(range(1, 2 * per_writer + 1))
+        for name in ("a", "b"):  # each writer's entries in the order it wrote them
+            assert [e.object_id for e in entries if e.actor == name] == [f"{name}-{i}" for i in range(per_writer)]
+        result = audit.verify(s)
+        assert (result.ok, result.entries) == (True, 2 * per_writer)
+
+
+# -- the controller's writer threads -------------------------------------------------------------------
+
+
+def test_the_controller_runs_one_writer_on_sqlite_and_four_side_by_side_on_postgresql(
+        ctl: Controller, db_url: str) -> None:
+    expected = 4 if is_postgresql(db_url) else 1
+    assert ctl.writer._max_workers == expected
+    together = threading.Barrier(expected)
+
+    def work(i: int) -> str:
+        together.wait(WAIT_S)  # passes only when `expected` writers run at the same time
+        with ctl.sessions.begin() as s:
+            audit.record(s, f"writer{i}", "test.write", "test", str(i))
+        return threading.current_thread().name
+
+    async def all_at_once() -> list[str]:
+        return list(await asyncio.gather(*(ctl.db(work, i) for i in range(expected))))
+
+    names = asyncio.run(all_at_once())
+    assert len(set(names)) == expected
+    with ctl.sessions() as s:
+        result = audit.verify(s)
+        assert result.ok
+        actors = [e.actor for e in audit.iter_entries(s)]
+    assert sorted(a for a in actors if a.startswith("writer")) == [f"writer{i}" for i in range(expected)]
+
+
+def test_a_ticket_moved_twice_at_once_moves_once_and_the_other_is_refused(ctl: Controller) -> None:
+    now = dt.datetime.now(dt.UTC)
+    with ctl.sessions.begin() as s:
+        for name in ("alice", "bob"):
+            create_user(s, name, "analyst", PASSWORD, "test")
+        (ticket,) = apply_outcomes(s, "agt-1", "web1", PORTS, [Outcome("tcp/0.0.0.0:6379", False, "open", {})],
+                                   now, None)
+        tid = ticket.id
+
+    def move(name: str, holding: threading.Event | None = None, release: threading.Event | None = None) -> str:
+        with ctl.sessions.begin() as s:
+            actor = s.get(User, name)
+            assert actor is not None
+            t = workflow.transition(s, tid, "in_progress", actor)
+            if holding is not None and release is not None:
+                holding.set()
+                assert release.wait(WAIT_S)
+            return t.status
+
+    holding, release = threading.Event(), threading.Event()
+    first = ctl.writer.submit(move, "alice", holding, release)
+    assert holding.wait(WAIT_S)
+    second = ctl.writer.submit(move, "bob")
+    # PostgreSQL: bob's transaction waits on the ticket's row lock (SELECT ... FOR UPDATE) on a second
+    # writer thread. SQLite: bob waits behind alice for the one writer thread.
+    wait_for_a_lock_waiter(ctl.sessions.kw["bind"])
+    release.set()
+    assert first.result(WAIT_S) == "in_progress"
+    with pytest.raises(Conflict, match="cannot go from in_progress to in_progress"):
+        second.result(WAIT_S)
+    with ctl.sessions() as s:
+        moves = s.execute(select(TicketEvent.actor, TicketEvent.from_status, TicketEvent.to_status)
+                          .where(TicketEvent.ticket_id == tid, TicketEvent.kind == "transition")).all()
+        assert [tuple(m) for m in moves] == [("alice", "open", "in_progress")]
+        assert audit.verify(s).ok
+
+
+# -- URLs and a database that cannot be used ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["postgresql://vigil@db.example/vigil", "postgres://vigil@db.example/vigil",
+                                 "postgresql+psycopg://vigil@db.example/vigil"])
+def test_a_postgresql_url_means_psycopg_3(url: str) -> None:
+    assert parse_url(url).drivername == "postgresql+psycopg"
+    assert make_engine(url).dialect.driver == "psycopg"
+
+
+def test_urls_shown_to_people_carry_no_password() -> None:
+    shown = safe_url("postgresql://vigil:s3cr3t@db.example:5433/vigil")
+    assert "s3cr3t" not in shown and shown == "postgresql://vigil:***@db.example:5433/vigil"
+
+
+def serve(data_dir: Path, url: str, *python: str) -> subprocess.CompletedProcess[str]:
+    code = "; ".join([*python, "from controller.cli.controller import main", "raise SystemExit(main())"])
+    return subprocess.run(
+        [sys.executable, "-c", code, "serve", "--data-dir", str(data_dir), "--db", url,
+         "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+
+
+def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "s3cr3t" not in lines[0] and "***" in lines[0]
+    return lines[0]
+
+
+def test_an_unreachable_server_is_one_line_naming_the_url_without_its_password(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    line = one_error_line(serve(tmp_path, f"postgresql://vigil:s3cr3t@127.0.0.1:{port}/vigil"))
+    assert f"cannot open the database postgresql+psycopg://vigil:***@127.0.0.1:{port}/vigil" in line
+    assert "refused" in line.lower()
+
+
+def test_a_refused_login_is_one_line_naming_the_url_without_its_password(tmp_path: Path, pg_url: str) -> None:
+    url = make_url(pg_url).set(username="nobody_here", password="s3cr3t")
+    line = one_error_line(serve(tmp_path, url.render_as_string(hide_password=False)))
+    assert "cannot open the database" in line and "nobody_here" in line
+
+
+def test_a_missing_driver_says_what_to_install(tmp_path: Path) -> None:
+    proc = serve(tmp_path, "postgresql://vigil:s3cr3t@db.example/vigil", "import sys",
+                 "sys.modules['psycopg'] = None")
+    line = one_error_line(proc)
+    assert proc.returncode == 2
+    assert "vigil[controller,postgresql]" in line and "psycopg" in line
+
+
+def test_a_url_of_another_database_is_refused_by_name(tmp_path: Path) -> None:
+    line = one_error_line(serve(tmp_path, "mysql://vigil:s3cr3t@db.example/vigil"))
+    assert "unsupported database 'mysql'" in line
