@@ -56,8 +56,10 @@ def cli(*args: str, input: str | None = None, check: bool = True, env: dict[str,
 
 
 class Controller:
-    def __init__(self, data_dir: Path, heartbeat: str = "1s") -> None:
+    def __init__(self, data_dir: Path, heartbeat: str = "1s", db_url: str | None = None) -> None:
         self.data_dir = data_dir
+        # The database, when not SQLite under data_dir: serve and the admin commands all get --db.
+        self.db = ["--db", db_url] if db_url else []
         self.grpc_port = free_port()
         self.enroll_port = free_port()
         self.http_port = free_port()
@@ -76,7 +78,7 @@ class Controller:
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "controller.cli.controller", "serve", "--data-dir", str(self.data_dir),
+        cmd = [sys.executable, "-m", "controller.cli.controller", "serve", "--data-dir", str(self.data_dir), *self.db,
                "--grpc", self.address, "--enroll", f"127.0.0.1:{self.enroll_port}",
                "--http", f"127.0.0.1:{self.http_port}", "--heartbeat", self.heartbeat]
         with open(self.log, "ab") as logf:  # the child keeps its own copy of the descriptor
@@ -92,17 +94,18 @@ class Controller:
     def admin(self) -> str:
         """Create an admin user and return its API key (once)."""
         if not self.key:
-            cli("vigil-controller", "user", "create", "--data-dir", str(self.data_dir), "--username", "root-admin",
-                "--role", "admin", "--password-stdin", input=PASSWORD + "\n")
+            cli("vigil-controller", "user", "create", "--data-dir", str(self.data_dir), *self.db,
+                "--username", "root-admin", "--role", "admin", "--password-stdin", input=PASSWORD + "\n")
             self.key = self.api_key("root-admin")
         return self.key
 
     def api_key(self, username: str) -> str:
-        return cli("vigil-controller", "apikey", "create", "--data-dir", str(self.data_dir),
+        return cli("vigil-controller", "apikey", "create", "--data-dir", str(self.data_dir), *self.db,
                    "--username", username).stdout.strip()
 
     def token(self, *extra: str) -> str:
-        return cli("vigil-controller", "token", "create", "--data-dir", str(self.data_dir), *extra).stdout.strip()
+        return cli("vigil-controller", "token", "create", "--data-dir", str(self.data_dir), *self.db,
+                   *extra).stdout.strip()
 
     def kill9(self) -> None:
         assert self.proc is not None
