@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 # The Report oneof field of each check id that this controller can judge.
 KNOWN_RESULTS: dict[str, str] = {check_id: j.report_field for check_id, j in JUDGES.items()}
+MAX_TASK_ID = 64
 
 
 RESULTS: Table = Result.__table__  # type: ignore[assignment]  # Core insert: the ORM's bulk path costs more per row than it saves here
@@ -112,6 +113,9 @@ def ingest_reports(
         if seq in stored:
             log.warning("agent %s: refused replay of sequence %d (already stored)", agent_id, seq)
             acks.append(_ack(seq, pb.Ack.DUPLICATE, f"sequence {seq} already stored"))
+            continue
+        if len(report.task_id) > MAX_TASK_ID:  # ours are 16 characters; the column holds 64
+            acks.append(_ack(seq, pb.Ack.REJECTED, f"task_id is longer than {MAX_TASK_ID} characters"))
             continue
         try:
             facts = facts_of(report)

@@ -7,6 +7,7 @@ both schemas.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +81,39 @@ def make_engine(url: str) -> Engine:
     if "connect_timeout" not in parsed.query:
         connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
     try:
-        return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args)
+        engine = create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args)
     except (ImportError, NoSuchModuleError):
         raise UsageError(f"--db {safe_url(parsed)}: the PostgreSQL driver (psycopg 3) is not installed; "
                          "install vigil[controller,postgresql]") from None
+    event.listen(engine, "before_cursor_execute", _without_nul, retval=True)
+    return engine
+
+
+# PostgreSQL's text types cannot hold U+0000, which an agent's strings (a status message, a hostname) or a
+# comment may carry; SQLite stores it. Rather than a batch that fails on every resend, such a string is
+# stored with U+FFFD in its place; the report as received stays byte for byte in results.raw (bytea).
+NUL, NUL_STANDIN = "\x00", "\ufffd"
+
+
+def _nul_free(value: Any) -> Any:
+    return value.replace(NUL, NUL_STANDIN) if isinstance(value, str) and NUL in value else value
+
+
+def _nul_free_params(params: Any) -> Any:
+    if isinstance(params, Mapping):
+        if any(isinstance(v, str) and NUL in v for v in params.values()):
+            return {k: _nul_free(v) for k, v in params.items()}
+        return params
+    if isinstance(params, (list, tuple)) and any(isinstance(v, str) and NUL in v for v in params):
+        return type(params)(_nul_free(v) for v in params)
+    return params
+
+
+def _without_nul(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any,
+                 executemany: bool) -> tuple[str, Any]:
+    if executemany and isinstance(parameters, (list, tuple)):
+        return statement, [_nul_free_params(p) for p in parameters]
+    return statement, _nul_free_params(parameters)
 
 
 def check_connection(engine: Engine) -> None:

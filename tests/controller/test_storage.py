@@ -29,12 +29,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controller.core import Controller, ControllerConfig
 from controller.domain import audit, workflow
+from controller.domain.ingest import ingest_reports
 from controller.domain.tickets import Outcome, RuleRef, apply_outcomes
 from controller.domain.users import create_user
 from controller.errors import Conflict
-from controller.storage.models import AuditEntry, Base, TicketEvent, User
+from controller.storage.models import Agent, AuditEntry, Base, Result, TicketEvent, User
 from controller.storage.store import alembic_config, make_engine, parse_url, safe_url, upgrade
+from proto.vigil.v1 import agent_service_pb2 as pb
+from proto.vigil.v1 import common_pb2, report_pb2
 from tests.controller._db import migrated_sessions
+from tests.controller.test_fim import AGENT, HOST, T0, Fleet, fim_event, fim_result
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "Correct-Horse-42-battery"
@@ -250,6 +254,57 @@ def test_a_ticket_moved_twice_at_once_moves_once_and_the_other_is_refused(ctl: C
                           .where(TicketEvent.ticket_id == tid, TicketEvent.kind == "transition")).all()
         assert [tuple(m) for m in moves] == [("alice", "open", "in_progress")]
         assert audit.verify(s).ok
+
+
+# -- what an agent or a person may send that one database holds and the other would refuse -------------
+
+
+def test_a_nul_character_is_stored_not_a_batch_that_fails_on_every_resend(sessions: sessionmaker[Session],
+                                                                          db_url: str) -> None:
+    with sessions.begin() as s:
+        s.add(Agent(id=AGENT, hostname=HOST, enrolled_at=T0, cert_serial="1", cert_not_after=T0,
+                    tags=["linux", "web"], max_sequence=0))
+        create_user(s, "alice", "analyst", PASSWORD, "test")
+    fleet = Fleet(sessions)
+    report = report_pb2.Report(sequence=1, check_id="fim", check_version=1, status=common_pb2.CheckStatus(
+        kind=common_pb2.CheckStatus.OK, message="scan\x00done"))  # type: ignore[arg-type]
+    report.collected_at.FromDatetime(T0)
+    report.fim.CopyFrom(fim_result(fim_event()))
+    with sessions.begin() as s:
+        (ack,) = ingest_reports(s, AGENT, [report], fleet.rules, now=T0)
+    assert ack.outcome == pb.Ack.STORED
+    (ticket,) = fleet.tickets()
+    with sessions.begin() as s:
+        alice = s.get(User, "alice")
+        assert alice is not None
+        workflow.comment(s, ticket.id, "pasted\x00from a terminal", alice)
+    # SQLite keeps U+0000; PostgreSQL text cannot, and gets U+FFFD in its place.
+    kept = "\ufffd" if is_postgresql(db_url) else "\x00"
+    with sessions() as s:
+        stored = s.execute(select(Result)).scalar_one()
+        assert stored.status_message == f"scan{kept}done"
+        assert stored.raw == report.SerializeToString()  # the report as received, byte for byte
+        texts = s.execute(select(TicketEvent.text).where(TicketEvent.kind == "comment")).scalars().all()
+        assert texts == [f"pasted{kept}from a terminal"]
+        assert audit.verify(s).ok
+
+
+def test_a_task_id_longer_than_the_column_is_refused_by_name(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as s:
+        s.add(Agent(id=AGENT, hostname=HOST, enrolled_at=T0, cert_serial="1", cert_not_after=T0,
+                    tags=["linux", "web"], max_sequence=0))
+    fleet = Fleet(sessions)
+    reports = []
+    for seq, task in ((1, "t" * 65), (2, "")):
+        report = report_pb2.Report(sequence=seq, check_id="fim", check_version=1, task_id=task,
+                                   status=common_pb2.CheckStatus(kind=common_pb2.CheckStatus.OK))  # type: ignore[arg-type]
+        report.collected_at.FromDatetime(T0)
+        report.fim.CopyFrom(fim_result(fim_event()))
+        reports.append(report)
+    with sessions.begin() as s:
+        refused, stored = ingest_reports(s, AGENT, reports, fleet.rules, now=T0)
+    assert (refused.outcome, refused.message) == (pb.Ack.REJECTED, "task_id is longer than 64 characters")
+    assert stored.outcome == pb.Ack.STORED  # the rest of the batch is stored
 
 
 # -- URLs and a database that cannot be used ---------------------------------------------------------
