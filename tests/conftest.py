@@ -23,8 +23,11 @@ def pg_server() -> Iterator[pg.PgServer | pg.PgUnavailable]:
 
 @pytest.fixture
 def pg_url(pg_server: pg.PgServer | pg.PgUnavailable) -> Iterator[str]:
-    """The URL of a new, empty PostgreSQL database for this test (psycopg 3 driver)."""
+    """The URL of a new, empty PostgreSQL database for this test (psycopg 3 driver). Skipped, saying why,
+    when no server can be started; failed when VIGIL_TEST_PG_URL names one that cannot be used."""
     if isinstance(pg_server, pg.PgUnavailable):
+        if pg_server.configured:
+            pytest.fail(str(pg_server), pytrace=False)
         pytest.skip(f"PostgreSQL unavailable: {pg_server}")
     with pg_server.database() as url:
         yield url

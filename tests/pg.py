@@ -31,7 +31,12 @@ START_TIMEOUT_S = 60.0
 
 
 class PgUnavailable(Exception):
-    """PostgreSQL cannot be used for the tests; the message says why."""
+    """PostgreSQL cannot be used for the tests; the message says why. ``configured`` when the server was
+    named by VIGIL_TEST_PG_URL: a server someone asked for and cannot be had fails the tests it was for."""
+
+    def __init__(self, message: str, configured: bool = False) -> None:
+        super().__init__(message)
+        self.configured = configured
 
 
 def _bindir() -> Path:
@@ -106,7 +111,7 @@ def existing_server(url: str) -> Iterator[PgServer]:
             conn.execute(text("SELECT 1"))
     except Exception as exc:  # any failure means the same to the tests: unusable
         raise PgUnavailable(f"{ENV_URL}={server.admin_url.render_as_string()} cannot be used: "
-                            f"{str(exc).splitlines()[0]}") from None
+                            f"{str(exc).splitlines()[0]}", configured=True) from None
     yield server
 
 
