@@ -30,6 +30,9 @@ def _note(item: Mapping[str, Any]) -> str:
     return "no signature database found (never updated)" if never else ""
 
 
+MAX_NAME = 512
+
+
 class Av(Judge):
     id = "av"
     default_interval_s = 3600
@@ -37,6 +40,9 @@ class Av(Judge):
 
     def validate(self, facts: dict[str, Any]) -> None:
         names = [str(p.get("name", "")) for p in facts.get("products", [])]
+        for name in names:
+            if len(name) > MAX_NAME:  # the name is the finding's subject, a column of 512 characters
+                raise InvalidFacts(f"av product name {name[:40]!r}… is longer than {MAX_NAME} characters")
         if "" in names or len(names) != len(set(names)):
             raise InvalidFacts(f"av products need unique, non-empty names, got {names}")
         for p in facts.get("products", []):

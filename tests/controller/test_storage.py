@@ -27,13 +27,16 @@ from sqlalchemy import Engine, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from controller.baselines import load_baseline
 from controller.core import Controller, ControllerConfig
 from controller.domain import audit, workflow
 from controller.domain.ingest import ingest_reports
-from controller.domain.tickets import Outcome, RuleRef, apply_outcomes
+from controller.domain.policy import applicable_rules
+from controller.domain.tickets import RuleRef, apply_outcomes
 from controller.domain.users import create_user
 from controller.errors import Conflict
-from controller.storage.models import Agent, AuditEntry, Base, Result, TicketEvent, User
+from controller.judges.base import Observation
+from controller.storage.models import Agent, AuditEntry, Base, Finding, Result, TicketEvent, User
 from controller.storage.store import alembic_config, make_engine, parse_url, safe_url, upgrade
 from proto.vigil.v1 import agent_service_pb2 as pb
 from proto.vigil.v1 import common_pb2, report_pb2
@@ -224,7 +227,7 @@ def test_a_ticket_moved_twice_at_once_moves_once_and_the_other_is_refused(ctl: C
     with ctl.sessions.begin() as s:
         for name in ("alice", "bob"):
             create_user(s, name, "analyst", PASSWORD, "test")
-        (ticket,) = apply_outcomes(s, "agt-1", "web1", PORTS, [Outcome("tcp/0.0.0.0:6379", False, "open", {})],
+        (ticket,) = apply_outcomes(s, "agt-1", "web1", PORTS, [Observation("tcp/0.0.0.0:6379", "fail", "open", {})],
                                    now, None)
         tid = ticket.id
 
@@ -266,13 +269,16 @@ def test_a_nul_character_is_stored_not_a_batch_that_fails_on_every_resend(sessio
                     tags=["linux", "web"], max_sequence=0))
         create_user(s, "alice", "analyst", PASSWORD, "test")
     fleet = Fleet(sessions)
-    report = report_pb2.Report(sequence=1, check_id="fim", check_version=1, status=common_pb2.CheckStatus(
-        kind=common_pb2.CheckStatus.OK, message="scan\x00done"))  # type: ignore[arg-type]
-    report.collected_at.FromDatetime(T0)
-    report.fim.CopyFrom(fim_result(fim_event()))
+    reports = []
+    for seq, message in ((1, "scan\x00done"), (2, "")):  # a batch of two: the results go in one executemany
+        report = report_pb2.Report(sequence=seq, check_id="fim", check_version=1, status=common_pb2.CheckStatus(
+            kind=common_pb2.CheckStatus.OK, message=message))  # type: ignore[arg-type]
+        report.collected_at.FromDatetime(T0)
+        report.fim.CopyFrom(fim_result(fim_event()))
+        reports.append(report)
     with sessions.begin() as s:
-        (ack,) = ingest_reports(s, AGENT, [report], fleet.rules, now=T0)
-    assert ack.outcome == pb.Ack.STORED
+        acks = ingest_reports(s, AGENT, reports, fleet.rules, now=T0)
+    assert [a.outcome for a in acks] == [pb.Ack.STORED, pb.Ack.STORED]
     (ticket,) = fleet.tickets()
     with sessions.begin() as s:
         alice = s.get(User, "alice")
@@ -281,9 +287,9 @@ def test_a_nul_character_is_stored_not_a_batch_that_fails_on_every_resend(sessio
     # SQLite keeps U+0000; PostgreSQL text cannot, and gets U+FFFD in its place.
     kept = "\ufffd" if is_postgresql(db_url) else "\x00"
     with sessions() as s:
-        stored = s.execute(select(Result)).scalar_one()
+        stored = s.execute(select(Result).where(Result.sequence == 1)).scalar_one()
         assert stored.status_message == f"scan{kept}done"
-        assert stored.raw == report.SerializeToString()  # the report as received, byte for byte
+        assert stored.raw == reports[0].SerializeToString()  # the report as received, byte for byte
         texts = s.execute(select(TicketEvent.text).where(TicketEvent.kind == "comment")).scalars().all()
         assert texts == [f"pasted{kept}from a terminal"]
         assert audit.verify(s).ok
@@ -305,6 +311,37 @@ def test_a_task_id_longer_than_the_column_is_refused_by_name(sessions: sessionma
         refused, stored = ingest_reports(s, AGENT, reports, fleet.rules, now=T0)
     assert (refused.outcome, refused.message) == (pb.Ack.REJECTED, "task_id is longer than 64 characters")
     assert stored.outcome == pb.Ack.STORED  # the rest of the batch is stored
+
+
+AV_BASELINE = """baseline: av
+version: 1
+rules:
+  - id: AV-FRESH
+    check: av
+    severity: high
+    expect: {signature_age_hours: {max: 24}}
+"""
+
+
+def test_an_antivirus_name_longer_than_a_finding_subject_is_refused_by_name(
+        sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as s:
+        s.add(Agent(id=AGENT, hostname=HOST, enrolled_at=T0, cert_serial="1", cert_not_after=T0,
+                    tags=["linux", "web"], max_sequence=0))
+    rules = applicable_rules([load_baseline(AV_BASELINE, "av.yaml")], ["web"])
+    reports = []
+    for seq, name in ((1, "x" * 513), (2, "ClamAV")):
+        report = report_pb2.Report(sequence=seq, check_id="av", check_version=1,
+                                   status=common_pb2.CheckStatus(kind=common_pb2.CheckStatus.OK))  # type: ignore[arg-type]
+        report.collected_at.FromDatetime(T0)
+        report.av.products.add(name=name, signature_age_hours=2.0)
+        reports.append(report)
+    with sessions.begin() as s:
+        refused, stored = ingest_reports(s, AGENT, reports, rules, now=T0)
+    assert refused.outcome == pb.Ack.REJECTED and "longer than 512 characters" in refused.message
+    assert stored.outcome == pb.Ack.STORED
+    with sessions() as s:
+        assert s.execute(select(Finding.subject)).scalars().all() == ["ClamAV"]
 
 
 # -- URLs and a database that cannot be used ---------------------------------------------------------
