@@ -146,9 +146,10 @@ def throwaway_server() -> Iterator[PgServer]:
                         "--locale=C", "--no-sync")
         if init.returncode != 0:
             raise PgUnavailable(f"initdb failed: {(init.stderr or init.stdout).strip()}")
-        # Durability is not under test here: no fsync makes CREATE DATABASE per test cheap.
+        # Durability is not under test here: no fsync makes CREATE DATABASE per test cheap. A session time
+        # zone other than UTC, as many servers have, so that nothing relies on the server's clock zone.
         opts = (f"-k {top} -h 127.0.0.1 -p {port} -c fsync=off -c synchronous_commit=off "
-                "-c full_page_writes=off -c max_connections=200")
+                "-c full_page_writes=off -c max_connections=200 -c timezone=Asia/Taipei")
         start = as_owner(bindir / "pg_ctl", "-D", data, "-l", log, "-o", opts, "-W", "start")
         if start.returncode != 0:
             raise PgUnavailable(f"pg_ctl start failed: {(start.stderr or start.stdout).strip()}")
