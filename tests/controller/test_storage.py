@@ -27,14 +27,17 @@ from sqlalchemy import Engine, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from common.pki import new_key_and_csr
 from controller.baselines import load_baseline
 from controller.core import Controller, ControllerConfig
 from controller.domain import audit, workflow
+from controller.domain.ca import CertificateAuthority
+from controller.domain.enrollment import create_token, enroll
 from controller.domain.ingest import ingest_reports
 from controller.domain.policy import applicable_rules
 from controller.domain.tickets import RuleRef, apply_outcomes
 from controller.domain.users import create_user
-from controller.errors import Conflict
+from controller.errors import Conflict, EnrollmentError
 from controller.judges.base import Observation
 from controller.storage.models import Agent, AuditEntry, Base, Finding, Result, TicketEvent, User
 from controller.storage.store import alembic_config, make_engine, parse_url, safe_url, upgrade
@@ -256,6 +259,48 @@ def test_a_ticket_moved_twice_at_once_moves_once_and_the_other_is_refused(ctl: C
         moves = s.execute(select(TicketEvent.actor, TicketEvent.from_status, TicketEvent.to_status)
                           .where(TicketEvent.ticket_id == tid, TicketEvent.kind == "transition")).all()
         assert [tuple(m) for m in moves] == [("alice", "open", "in_progress")]
+        assert audit.verify(s).ok
+
+
+def test_one_token_enrolling_two_hosts_at_once_enrols_one(sessions: sessionmaker[Session], tmp_path: Path) -> None:
+    ca = CertificateAuthority.load_or_create(tmp_path / "pki")
+    csr_pem = new_key_and_csr("any")[1]
+    with sessions.begin() as s:
+        token = create_token(s, ca, dt.timedelta(hours=1), [], "cli:admin")
+    holding, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            with sessions.begin() as s:
+                enroll(s, ca, token, csr_pem, "web-01", "0.1.0", "linux")
+                holding.set()
+                assert release.wait(WAIT_S)
+        except BaseException as exc:
+            errors.append(exc)
+
+    def second() -> None:
+        try:
+            with sessions.begin() as s:
+                enroll(s, ca, token, csr_pem, "web-02", "0.1.0", "linux")
+        except BaseException as exc:
+            errors.append(exc)
+
+    t1 = threading.Thread(target=first)
+    t1.start()
+    assert holding.wait(WAIT_S)
+    t2 = threading.Thread(target=second)
+    t2.start()
+    # PostgreSQL: the second waits for the first (the token's row, or the audit log's lock), then finds
+    # the token used and creates nothing.
+    wait_for_a_lock_waiter(sessions.kw["bind"])
+    release.set()
+    t1.join(WAIT_S)
+    t2.join(WAIT_S)
+    assert len(errors) == 1 and isinstance(errors[0], EnrollmentError), errors
+    assert "already used" in str(errors[0])
+    with sessions() as s:
+        assert s.execute(select(Agent.hostname)).scalars().all() == ["web-01"]
         assert audit.verify(s).ok
 
 
