@@ -13,10 +13,9 @@ BACKENDS = ("sqlite", "postgresql")
 
 @pytest.fixture(params=BACKENDS)
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A database URL for this test: a new SQLite file under tmp_path, or a new empty PostgreSQL database
-    (skipped, with the reason, when no PostgreSQL server can be had)."""
+    """A database URL for this test: ``tmp_path/controller.db`` (where a controller with ``data_dir=tmp_path``
+    keeps it by default), or a new empty PostgreSQL database (skipped, with the reason, when no PostgreSQL
+    server can be had)."""
     if request.param == "sqlite":
-        db_dir = tmp_path / "sqlite-db"
-        db_dir.mkdir(exist_ok=True)
-        return sqlite_url(db_dir)
+        return sqlite_url(tmp_path)
     return str(request.getfixturevalue("pg_url"))
