@@ -14,6 +14,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.domain import audit
+from controller.domain.ca import CertificateAuthority
 from controller.storage.models import AuditEntry
 from controller.storage.store import make_engine, upgrade
 from tests.controller._db import migrated_sessions
@@ -178,6 +179,8 @@ def audit_verify(data_dir: Path, db_url: str, *extra: str) -> subprocess.Complet
 def test_audit_verify_command_exit_codes(tmp_path: Path, db_url: str) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
+    # What makes it a controller's data directory when the database lives elsewhere: its CA.
+    CertificateAuthority.load_or_create(data_dir / "pki")
     engine = make_engine(db_url)
     try:
         upgrade(engine)

@@ -39,6 +39,7 @@ from controller.domain.tickets import RuleRef, apply_outcomes
 from controller.domain.users import create_user
 from controller.errors import Conflict, EnrollmentError
 from controller.judges.base import Observation
+from controller.judges.registry import CHECK_SPECS
 from controller.storage.models import Agent, AuditEntry, Base, Finding, Result, TicketEvent, User
 from controller.storage.store import alembic_config, make_engine, parse_url, safe_url, upgrade
 from proto.vigil.v1 import agent_service_pb2 as pb
@@ -373,7 +374,7 @@ def test_an_antivirus_name_longer_than_a_finding_subject_is_refused_by_name(
     with sessions.begin() as s:
         s.add(Agent(id=AGENT, hostname=HOST, enrolled_at=T0, cert_serial="1", cert_not_after=T0,
                     tags=["linux", "web"], max_sequence=0))
-    rules = applicable_rules([load_baseline(AV_BASELINE, "av.yaml")], ["web"])
+    rules = applicable_rules([load_baseline(AV_BASELINE, "av.yaml", CHECK_SPECS)], ["web"])
     reports = []
     for seq, name in ((1, "x" * 513), (2, "ClamAV")):
         report = report_pb2.Report(sequence=seq, check_id="av", check_version=1,
