@@ -7,6 +7,7 @@ both schemas.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,8 @@ def parse_url(url: str) -> URL:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise UsageError(f"--db {url!r}: not a database URL (expected sqlite:///FILE or "
+        shown = re.sub(r":[^:@/]*@", ":***@", url)  # whatever sits where a password would
+        raise UsageError(f"--db {shown!r}: not a database URL (expected sqlite:///FILE or "
                          "postgresql://USER@HOST/DATABASE)") from None
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -83,6 +85,9 @@ def make_engine(url: str) -> Engine:
     try:
         engine = create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args)
     except (ImportError, NoSuchModuleError):
+        if parsed.get_driver_name() != "psycopg":
+            raise UsageError(f"--db {safe_url(parsed)}: the driver {parsed.get_driver_name()!r} is not installed; "
+                             "Vigil ships psycopg 3: write postgresql://") from None
         raise UsageError(f"--db {safe_url(parsed)}: the PostgreSQL driver (psycopg 3) is not installed; "
                          "install vigil[controller,postgresql]") from None
     event.listen(engine, "before_cursor_execute", _without_nul, retval=True)

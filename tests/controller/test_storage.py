@@ -27,6 +27,7 @@ from sqlalchemy import Engine, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from common.errors import UsageError
 from common.pki import new_key_and_csr
 from controller.baselines import load_baseline
 from controller.core import Controller, ControllerConfig
@@ -403,6 +404,23 @@ def test_a_postgresql_url_means_psycopg_3(url: str) -> None:
 def test_urls_shown_to_people_carry_no_password() -> None:
     shown = safe_url("postgresql://vigil:s3cr3t@db.example:5433/vigil")
     assert "s3cr3t" not in shown and shown == "postgresql://vigil:***@db.example:5433/vigil"
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("db.example:s3cr3t@vigil", "not a database URL"),
+    ("postgresql+psycopg2://vigil:s3cr3t@db.example/vigil", "Vigil ships psycopg 3: write postgresql://"),
+])
+def test_a_url_that_cannot_be_used_is_named_without_its_password(url: str, says: str) -> None:
+    try:
+        import psycopg2  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        if "psycopg2" in url:
+            pytest.skip("psycopg2 is installed here, so a psycopg2 URL is usable")
+    with pytest.raises(UsageError) as refused:
+        make_engine(url)
+    assert says in str(refused.value) and "s3cr3t" not in str(refused.value)
 
 
 def serve(data_dir: Path, url: str, *python: str) -> subprocess.CompletedProcess[str]:
