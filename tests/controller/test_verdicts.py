@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
@@ -20,7 +19,7 @@ from controller.domain.ingest import ingest_reports
 from controller.domain.policy import Applicable, applicable_rules
 from controller.judges.registry import CHECK_SPECS
 from controller.storage.models import Agent, Finding, Ticket, TicketEvent
-from controller.storage.store import alembic_config, make_engine, session_factory, sqlite_url, upgrade
+from controller.storage.store import alembic_config, make_engine, session_factory, upgrade
 from controller.web import stats
 from proto.vigil.v1 import av_pb2, common_pb2, report_pb2
 from tests.controller._db import migrated_sessions
@@ -42,8 +41,8 @@ rules:
 
 
 @pytest.fixture
-def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    with migrated_sessions(tmp_path) as factory:
+def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
+    with migrated_sessions(url=db_url) as factory:
         with factory.begin() as s:
             s.add(Agent(id=AGENT, hostname="web-01", enrolled_at=T0, cert_serial="1", cert_not_after=T0,
                         tags=["linux"], max_sequence=0, status="online",
@@ -179,10 +178,10 @@ rules:
     assert "does not run the fim check" in ticket.title
 
 
-def test_migration_0004_rewrites_ticket_keys_so_ingest_finds_them(tmp_path: Path) -> None:
+def test_migration_0004_rewrites_ticket_keys_so_ingest_finds_them(db_url: str) -> None:
     from alembic import command
 
-    engine = make_engine(sqlite_url(tmp_path))
+    engine = make_engine(db_url)
     cfg = alembic_config()
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
