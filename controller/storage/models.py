@@ -140,7 +140,8 @@ class Finding(Base):
 class Ticket(Base):
     __tablename__ = "tickets"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    dedupe_key: Mapped[str] = mapped_column(String(700), unique=True)
+    # asset|baseline|rule|subject: 64 + 128 + 128 + 512 and three separators (migration 0005).
+    dedupe_key: Mapped[str] = mapped_column(String(1024), unique=True)
     title: Mapped[str] = mapped_column(String(512))
     severity: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(24))

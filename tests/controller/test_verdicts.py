@@ -211,3 +211,20 @@ def test_on_unknown_takes_ticket_or_record_only() -> None:
         load_baseline(av_baseline("b", 48).replace("    interval: 1h\n", "    interval: 1h\n    on_unknown: ignore\n"),
                       "b.yaml", CHECK_SPECS)
     assert str(refused.value).endswith("b.yaml:8: rules[0].on_unknown: must be one of ticket, record")
+
+
+def test_the_longest_ticket_key_fits_on_every_database(sessions: sessionmaker[Session]) -> None:
+    from controller.domain.tickets import RuleRef, apply_outcomes
+    from controller.judges.base import Observation
+
+    # Asset id 64, baseline 128, rule id 128 and subject 512 characters: every column at its limit.
+    asset = "agt-" + "a" * 60
+    with sessions.begin() as s:
+        s.add(Agent(id=asset, hostname="h", enrolled_at=T0, cert_serial="2", cert_not_after=T0, tags=[],
+                    max_sequence=0))
+    rule = RuleRef("R" * 128, "ports", "low", (), "b" * 128, 1)
+    with sessions.begin() as s:
+        (ticket,) = apply_outcomes(s, asset, "h", rule, [Observation("s" * 512, "fail", "bad", {})], T0, None)
+    with sessions() as s:
+        (stored,) = s.execute(select(Ticket).where(Ticket.asset == asset)).scalars()
+        assert len(stored.dedupe_key) == 64 + 128 + 128 + 512 + 3
