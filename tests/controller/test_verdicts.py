@@ -224,7 +224,7 @@ def test_the_longest_ticket_key_fits_on_every_database(sessions: sessionmaker[Se
                     max_sequence=0))
     rule = RuleRef("R" * 128, "ports", "low", (), "b" * 128, 1)
     with sessions.begin() as s:
-        (ticket,) = apply_outcomes(s, asset, "h", rule, [Observation("s" * 512, "fail", "bad", {})], T0, None)
+        (opened,) = apply_outcomes(s, asset, "h", rule, [Observation("s" * 512, "fail", "bad", {})], T0, None)
     with sessions() as s:
         (stored,) = s.execute(select(Ticket).where(Ticket.asset == asset)).scalars()
-        assert len(stored.dedupe_key) == 64 + 128 + 128 + 512 + 3
+        assert stored.id == opened.id and len(stored.dedupe_key) == 64 + 128 + 128 + 512 + 3
