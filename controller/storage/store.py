@@ -62,6 +62,9 @@ def safe_url(url: str | URL) -> str:
     return parsed.render_as_string(hide_password=True)
 
 
+PG_LOCK_TIMEOUT_S = 30
+
+
 def make_engine(url: str) -> Engine:
     parsed = parse_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -82,6 +85,10 @@ def make_engine(url: str) -> Engine:
     connect_args: dict[str, Any] = {}
     if "connect_timeout" not in parsed.query:
         connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
+    if "options" not in parsed.query:
+        # As SQLite's busy_timeout: a writer waits for a lock at most this long, then its transaction
+        # fails and is retried, rather than a stuck transaction blocking every writer for ever.
+        connect_args["options"] = f"-c lock_timeout={PG_LOCK_TIMEOUT_S}s"
     try:
         engine = create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args)
     except (ImportError, NoSuchModuleError):
