@@ -19,13 +19,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from common.errors import UsageError
 from common.files import create_owner_only
 from controller.baselines import BaselineDoc, decode_baseline, load_baseline
-from controller.domain import audit, liveness, tickets
+from controller.domain import audit, enrollment, liveness, tickets
 from controller.domain.ca import CertificateAuthority
 from controller.domain.eol import EolData
 from controller.domain.policy import DEFAULT_HEARTBEAT_S, Applicable, applicable_rules
+from controller.domain.sweeps import Sweeps
 from controller.errors import Conflict
 from controller.judges.registry import CHECK_SPECS
 from controller.storage.models import Baseline
+from controller.storage.serialize import agent_json
 from controller.storage.store import check_connection, make_engine, session_factory, sqlite_url, upgrade
 
 log = logging.getLogger(__name__)
@@ -143,6 +145,13 @@ class Controller:
     # Called (from any thread) when the baselines changed, so connected agents get a new policy.
     on_policy_change: list[Callable[[], None]] = field(default_factory=list)
     eol: EolData = field(default_factory=EolData)  # the EOL dataset ingest judges with
+    # Called with an agent id once its revocation is committed, so that its open stream closes. The
+    # composition root (controller/server.py) wires the agent channel here; transports never reach into it.
+    on_agent_revoked: list[Callable[[str], None]] = field(default_factory=list)
+    # How many agents hold an open stream now (0 without an agent channel); wired like on_agent_revoked.
+    agent_streams: Callable[[], int] = field(default=lambda: 0)
+    # Sweeps sent from this process; the composition root gives it the agent channel to send through.
+    sweeps: Sweeps = field(default_factory=Sweeps)
 
     @classmethod
     def open(cls, config: ControllerConfig) -> Controller:
@@ -236,6 +245,16 @@ class Controller:
 
     def rules_for(self, tags: list[str]) -> list[Applicable]:
         return applicable_rules(self.baselines(), tags)
+
+    # -- agents ------------------------------------------------------------------------------------
+    def revoke_agent(self, agent_id: str, actor: str, reason: str) -> dict[str, Any]:
+        """Revoke an agent (audited); after the commit its open stream, if any, is closed. Returns the agent's
+        JSON form. Raises NotFound for an unknown agent; revoking twice changes nothing."""
+        with self.sessions.begin() as s:
+            out = agent_json(enrollment.revoke(s, agent_id, actor, reason))
+        for cb in list(self.on_agent_revoked):
+            cb(agent_id)
+        return out
 
     # -- periodic work ----------------------------------------------------------------------------
     def housekeeping(self, now: dt.datetime | None = None) -> dict[str, Any]:

@@ -7,7 +7,8 @@ Exception tree::
           ├── EnrollmentError (PermissionError)   bad, used, expired or forged token
           ├── NotFound (LookupError)              no such agent, ticket, baseline, user
           ├── Conflict (ValueError)               illegal transition, stale version, duplicate
-          └── Forbidden (PermissionError)         the caller's role does not allow it
+          ├── Forbidden (PermissionError)         the caller's role does not allow it
+          └── Unavailable (RuntimeError)          a part this needs is not running (the agent channel)
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ class Forbidden(ControllerError, PermissionError):
     pass
 
 
+class Unavailable(ControllerError, RuntimeError):
+    pass
+
+
 def http_status(exc: Exception) -> int:
     """The HTTP status the REST API and the web UI answer a refused request with."""
     if isinstance(exc, Forbidden):
@@ -43,4 +48,6 @@ def http_status(exc: Exception) -> int:
         return 404
     if isinstance(exc, Conflict):
         return 409
+    if isinstance(exc, Unavailable):
+        return 503
     return 422  # UsageError, BaselineError: the input is wrong

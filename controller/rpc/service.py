@@ -113,6 +113,18 @@ class AgentChannelService(pbg.AgentChannelServicer):
         for stream in list(self.streams.values()):
             stream.queue.put_nowait(None)
 
+    def disconnect(self, agent_id: str) -> None:
+        """Close the agent's open stream, if it has one (a revoked agent). Safe to call from any thread."""
+        if self.loop is None:
+            return
+
+        def close() -> None:
+            stream = self.streams.get(agent_id)
+            if stream is not None:
+                stream.queue.put_nowait(None)
+
+        self.loop.call_soon_threadsafe(close)
+
     def run_checks(self, agent_ids: list[str] | None, check_ids: list[str]) -> list[str]:
         """Queue a RUN_CHECKS command to connected agents (all when None); returns who got it."""
         cmd = pb.Command(command_id=uuid.uuid4().hex, kind=pb.Command.RUN_CHECKS, check_ids=check_ids)
