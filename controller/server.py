@@ -7,16 +7,18 @@ import contextlib
 import datetime as dt
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
 
+from controller import web
 from controller.core import Controller, ControllerConfig
 from controller.notify.worker import prepare_worker
 from controller.rest.app import create_app
-from controller.rpc.service import start_grpc
+from controller.rpc.service import AgentChannelService, start_grpc
 from controller.web.stats import take_snapshot_if_due
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,29 @@ def _split(addr: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def build_app(ctl: Controller) -> FastAPI:
+    """The controller's HTTP app: the REST API under /api/v1 and the web UI beside it."""
+    app = create_app(ctl)
+    web.register(app, ctl)
+    return app
+
+
+def wire_agent_channel(ctl: Controller, channel: AgentChannelService) -> None:
+    """Give the domain its ways to reach connected agents: revocation closes the agent's stream, sweeps
+    send RUN_CHECKS, metrics count the streams. Called from threads other than the channel's loop."""
+    loop = asyncio.get_running_loop()
+
+    def dispatch(agent_ids: Sequence[str] | None, check_ids: Sequence[str]) -> list[str]:
+        async def send() -> list[str]:
+            return channel.run_checks(None if agent_ids is None else list(agent_ids), list(check_ids))
+
+        return asyncio.run_coroutine_threadsafe(send(), loop).result(timeout=10)
+
+    ctl.on_agent_revoked.append(channel.disconnect)
+    ctl.sweeps.dispatch = dispatch
+    ctl.agent_streams = lambda: len(channel.streams)
+
+
 def _housekeeping(ctl: Controller) -> dict[str, object]:
     done = ctl.housekeeping()
     with ctl.sessions.begin() as s:
@@ -59,7 +84,8 @@ async def serve(
     notifier = prepare_worker(ctl, notify_config)
     server, channel, grpc_port, enroll_port = await start_grpc(ctl)
     host, port = _split(config.http_addr)
-    app = create_app(ctl, channel)
+    wire_agent_channel(ctl, channel)
+    app = build_app(ctl)
     uv = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
                                        access_log=False))
     # The controller handles SIGINT/SIGTERM itself and stops uvicorn in order.

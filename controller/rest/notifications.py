@@ -5,16 +5,20 @@
 ``POST /api/v1/notifications/test`` ``{"target": NAME}`` (admin): a harmless message or read to one target
 ``POST /api/v1/notifications/deliveries/{outbox_id}/{target}/retry`` (admin): retry now, not at backoff
 
-Register with :func:`register_routes` from ``controller.rest.app.create_app``. No ``from __future__ import
-annotations`` here: FastAPI must evaluate the ``Annotated`` dependencies (see controller/eol.py).
+Register with :func:`register_routes` from ``controller.rest.app.create_app`` (which passes its ``need``).
+No ``from __future__ import annotations`` here: FastAPI must evaluate the ``Annotated`` dependencies, which
+are local to :func:`register_routes`.
 """
 
 import asyncio
 import datetime as dt
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import BaseModel
 
 from controller.notify.config import NotifyConfig, active, default_path, load_config
+from controller.rest.common import AUTH, MAX_ID, errors
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
@@ -24,9 +28,67 @@ if TYPE_CHECKING:
 STATUSES = ("pending", "delivered", "skipped")
 
 
+class DeliveryOut(BaseModel):
+    outbox_id: int
+    target: str
+    status: str
+    attempts: int
+    next_attempt_at: str | None
+    last_attempt_at: str | None
+    delivered_at: str | None
+    last_error: str | None
+    kind: str
+    ticket_id: int | None
+    created_at: str | None
+    stuck: bool
+    target_configured: bool
+
+
+class AttemptOut(BaseModel):
+    at: str | None
+    ok: bool
+    detail: str | None
+    duration_ms: int | float | None
+
+
+class LastAttempt(BaseModel):
+    at: str | None
+    ok: bool
+    detail: str | None
+    outbox_id: int
+
+
+class TargetOut(BaseModel):
+    name: str
+    type: str | None
+    configured: bool
+    enabled: bool
+    pending: int
+    stuck: int
+    oldest_pending: str | None
+    last_attempt: LastAttempt | None
+
+
+class TestIn(BaseModel):
+    target: str
+
+
+class TestOut(BaseModel):
+    target: str
+    type: str
+    ok: bool
+    detail: str
+
+
+class RetryOut(BaseModel):
+    outbox_id: int
+    target: str
+    status: str
+
+
 def register_routes(router: "APIRouter", ctl: "Controller", need: Callable[[str], Callable[..., Any]]) -> None:
     """Add the notification routes to ``router`` (the /api/v1 router of controller.rest.app)."""
-    from fastapi import Body, Depends, HTTPException, Query
+    from fastapi import Depends, HTTPException, Path, Query
     from sqlalchemy import func, select
 
     from controller.domain import audit
@@ -44,23 +106,23 @@ def register_routes(router: "APIRouter", ctl: "Controller", need: Callable[[str]
             return act.config
         try:
             return load_config(default_path(ctl.config.data_dir), required=False)
-        except ValueError as exc:
-            raise HTTPException(500, str(exc)) from exc
+        except ValueError as exc:  # a broken notifications.yaml: the operator must fix it, the request is fine
+            raise HTTPException(503, f"the notification configuration is invalid: {exc}") from exc
 
     def stuck(created: dt.datetime, status: str, cfg: NotifyConfig, now: dt.datetime) -> bool:
         return status == "pending" and (now - created).total_seconds() >= cfg.retry.stuck_after
 
-    @router.get("/notifications/deliveries")
+    OutboxId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+    @router.get("/notifications/deliveries", response_model=list[DeliveryOut], responses=errors(*AUTH, 503))
     def list_deliveries(
         _: Annotated[User, Depends(need("viewer"))],
-        status: Annotated[str | None, Query(description="pending, delivered or skipped")] = None,
+        status: Annotated[Literal["pending", "delivered", "skipped"] | None, Query()] = None,
         target: str | None = None,
-        ticket: int | None = None,
+        ticket: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
         stuck_only: Annotated[bool, Query(alias="stuck")] = False,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[dict[str, Any]]:
-        if status is not None and status not in STATUSES:
-            raise HTTPException(422, f"status must be one of {', '.join(STATUSES)}")
         cfg = config()
         now = dt.datetime.now(dt.UTC)
         q = select(Delivery, OutboxMessage).join(OutboxMessage, OutboxMessage.id == Delivery.outbox_id)
@@ -88,15 +150,17 @@ def register_routes(router: "APIRouter", ctl: "Controller", need: Callable[[str]
                 })
         return out
 
-    @router.get("/notifications/deliveries/{outbox_id}/{target}/attempts")
-    def list_attempts(outbox_id: int, target: str, _: Annotated[User, Depends(need("viewer"))]) -> list[dict[str, Any]]:
+    @router.get("/notifications/deliveries/{outbox_id}/{target}/attempts", response_model=list[AttemptOut],
+                responses=errors(*AUTH))
+    def list_attempts(outbox_id: OutboxId, target: str,
+                      _: Annotated[User, Depends(need("viewer"))]) -> list[dict[str, Any]]:
         with ctl.sessions() as s:
             rows = s.scalars(select(DeliveryAttempt).where(DeliveryAttempt.outbox_id == outbox_id,
                                                            DeliveryAttempt.target == target)
                              .order_by(DeliveryAttempt.id)).all()
             return [{"at": rfc3339(a.at), "ok": a.ok, "detail": a.detail, "duration_ms": a.duration_ms} for a in rows]
 
-    @router.get("/notifications/targets")
+    @router.get("/notifications/targets", response_model=list[TargetOut], responses=errors(*AUTH, 503))
     def list_targets(_: Annotated[User, Depends(need("viewer"))]) -> list[dict[str, Any]]:
         cfg = config()
         now = dt.datetime.now(dt.UTC)
@@ -128,10 +192,9 @@ def register_routes(router: "APIRouter", ctl: "Controller", need: Callable[[str]
                 })
             return out
 
-    @router.post("/notifications/test")
-    async def test_target(body: Annotated[dict[str, Any], Body()],
-                          user: Annotated[User, Depends(need("admin"))]) -> dict[str, Any]:
-        name = str(body.get("target") or "")
+    @router.post("/notifications/test", response_model=TestOut, responses=errors(*AUTH, 400, 404, 503))
+    async def test_target(body: TestIn, user: Annotated[User, Depends(need("admin"))]) -> dict[str, Any]:
+        name = body.target
         t = config().target(name)
         if t is None:
             raise HTTPException(404, f"no notification target {name!r} in notifications.yaml")
@@ -150,8 +213,10 @@ def register_routes(router: "APIRouter", ctl: "Controller", need: Callable[[str]
         await ctl.db(record)
         return {"target": name, "type": t.type, "ok": ok, "detail": detail}
 
-    @router.post("/notifications/deliveries/{outbox_id}/{target}/retry")
-    async def retry_now(outbox_id: int, target: str, user: Annotated[User, Depends(need("admin"))]) -> dict[str, Any]:
+    @router.post("/notifications/deliveries/{outbox_id}/{target}/retry", response_model=RetryOut,
+                 responses=errors(*AUTH, 404, 409))
+    async def retry_now(outbox_id: OutboxId, target: str,
+                        user: Annotated[User, Depends(need("admin"))]) -> dict[str, Any]:
         def work() -> dict[str, Any]:
             with ctl.sessions.begin() as s:
                 d = s.get(Delivery, (outbox_id, target))

@@ -1,6 +1,7 @@
 """The security staff's web UI: server-rendered pages (Jinja2) on the controller's HTTP port.
 
-Public: ``register(app, ctl, channel)`` mounts the pages under ``/`` and the static files under ``/static``;
+Public: ``register(app, ctl)`` (called by the composition root, controller/server.py) mounts the pages under
+``/`` and the static files under ``/static``;
 ``stats.take_snapshot`` records the fleet's state for the dashboard's trends. Modules: ``auth`` (browser
 sessions, CSRF), ``login`` (sign-in, TOTP, logout), ``pages`` (everything else), ``charts`` (inline SVG).
 The login and role rules live in :mod:`controller.domain.users` and :mod:`controller.domain.workflow`.
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI
 from starlette.requests import Request
@@ -19,6 +19,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from controller.core import Controller
+from controller.web import filters, login, pages
 
 __all__ = ["register"]
 
@@ -26,17 +27,13 @@ _HERE = Path(__file__).parent
 
 
 def _templates() -> Jinja2Templates:
-    from controller.web import filters
-
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
     filters.install(templates.env)
     return templates
 
 
-def register(app: FastAPI, ctl: Controller, channel: Any = None) -> None:
-    from controller.web import login, pages  # noqa: F401 - login adds its routes to pages.router
-
-    app.state.vigil_web = pages.WebState(ctl=ctl, channel=channel, templates=_templates(),
+def register(app: FastAPI, ctl: Controller) -> None:
+    app.state.vigil_web = pages.WebState(ctl=ctl, templates=_templates(),
                                          clock=lambda: dt.datetime.now(dt.UTC))
 
     async def on_redirect(request: Request, exc: Exception) -> Response:
@@ -49,5 +46,6 @@ def register(app: FastAPI, ctl: Controller, channel: Any = None) -> None:
 
     app.add_exception_handler(pages.Redirect, on_redirect)
     app.add_exception_handler(pages.Refused, on_refused)
+    app.include_router(login.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="vigil-static")

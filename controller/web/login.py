@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import segno
+from fastapi import APIRouter
 from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
@@ -18,7 +19,9 @@ from controller.domain import audit, users
 from controller.domain.users import LoginFailed
 from controller.storage.models import User
 from controller.web import auth
-from controller.web.pages import Ctx, Redirect, Refused, page, redirect, router, secure, state_of
+from controller.web.pages import Ctx, Redirect, Refused, page, redirect, secure, state_of
+
+router = APIRouter(include_in_schema=False)
 
 REASONS = {
     "idle": "Your session ended after {idle} minutes without activity. Please sign in again.",

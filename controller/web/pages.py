@@ -51,7 +51,6 @@ ERRORS: tuple[type[Exception], ...] = (UsageError, BaselineError, Conflict, Forb
 @dataclass
 class WebState:
     ctl: Controller
-    channel: Any
     templates: Jinja2Templates
     clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.UTC))
     idle_timeout: dt.timedelta = auth.IDLE_TIMEOUT

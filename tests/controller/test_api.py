@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -199,3 +201,67 @@ def test_a_json_body_that_is_not_utf8_is_refused_by_offset(env) -> None:
                    headers={"Content-Type": "application/json", **auth(keys["admin"])})
     assert r.status_code == 422
     assert r.json()["detail"] == "tw-securities-linux.yaml:1: not UTF-8 at byte 10"
+def test_bad_query_values_and_bodies_are_422_naming_the_field(env) -> None:
+    client, keys, tid = env
+    v = auth(keys["viewer"])
+    for url, where in (("/api/v1/tickets?limit=0", "query.limit"), ("/api/v1/findings?status=maybe", "query.status"),
+                       (f"/api/v1/tickets/{2**63}", "path.ticket_id"), ("/api/v1/tickets/abc", "path.ticket_id")):
+        r = client.get(url, headers=v)
+        assert r.status_code == 422, url
+        assert r.json()["detail"][0]["msg"].startswith(where + ": "), r.json()
+    r = client.get("/api/v1/tickets?status=open,bogus", headers=v)
+    assert r.status_code == 422 and "bogus is not one of" in r.json()["detail"]
+    r = client.post(f"/api/v1/tickets/{tid}/transition", json=["to", "closed"], headers=auth(keys["analyst"]))
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body"]
+    r = client.post(f"/api/v1/tickets/{tid}/transition", json={"reason": "x"}, headers=auth(keys["analyst"]))
+    assert r.status_code == 422 and r.json()["detail"][0]["msg"] == "body.to: Field required"
+    assert client.get("/api/v1/tickets/999999", headers=v).json() == {"detail": "no ticket 999999"}
+
+
+def test_revocation_reaches_the_agent_channel_through_the_controller(env) -> None:
+    client, keys, _ = env
+    ctl = client.app.state.vigil
+    closed: list[str] = []
+    ctl.on_agent_revoked.append(closed.append)
+    assert client.post("/api/v1/agents/agt-1/revoke", json={"reason": "x"},
+                       headers=auth(keys["analyst"])).status_code == 403
+    r = client.post("/api/v1/agents/agt-1/revoke", headers=auth(keys["admin"]))
+    assert r.status_code == 200 and r.json()["revoked"] is True and r.json()["status"] == "revoked"
+    assert closed == ["agt-1"]
+    assert client.post("/api/v1/agents/nope/revoke", headers=auth(keys["admin"])).status_code == 404
+    assert closed == ["agt-1"]
+
+
+def test_sweeps_are_sent_through_the_wired_dispatch_and_remembered(env) -> None:
+    client, keys, _ = env
+    ctl = client.app.state.vigil
+    a = auth(keys["analyst"])
+    r = client.post("/api/v1/sweeps", json={"checks": ["ports"]}, headers=a)
+    assert r.status_code == 503 and r.json() == {"detail": "the agent channel is not running"}
+    asked: list[tuple[object, object]] = []
+
+    def dispatch(agents, checks):
+        asked.append((agents, checks))
+        return ["agt-1"]
+
+    ctl.sweeps.dispatch = dispatch
+    ctl.agent_streams = lambda: 1
+    r = client.post("/api/v1/sweeps", json={"checks": ["ports"]}, headers=a)
+    assert r.status_code == 200, r.text
+    sweep = r.json()
+    assert sweep["agents"] == ["agt-1"] and sweep["checks"] == ["ports"] and sweep["requested_by"] == "analyst"
+    assert asked == [(None, ["ports"])]
+    assert client.get(f"/api/v1/sweeps/{sweep['id']}", headers=auth(keys["viewer"])).json() == sweep
+    assert client.get("/api/v1/sweeps/nope", headers=auth(keys["viewer"])).status_code == 404
+    assert client.post("/api/v1/sweeps", json={"checks": [""]}, headers=a).status_code == 422
+    assert "vigil_agent_streams 1.0" in client.get("/api/v1/metrics").text
+
+
+@pytest.mark.parametrize(("door", "other"), [("controller.rest.app", "controller.web"),
+                                             ("controller.web", "controller.rest")])
+def test_rest_and_web_do_not_import_each_other(door: str, other: str) -> None:
+    """The composition root (controller.server) puts both on one app; neither door loads the other."""
+    code = (f"import sys, {door}; loaded = sorted(m for m in sys.modules if m == {other!r} or "
+            f"m.startswith({other + '.'!r})); print(','.join(loaded))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "", f"{door} loads {out}"

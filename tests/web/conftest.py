@@ -17,7 +17,7 @@ from controller.core import Controller, ControllerConfig
 from controller.domain.tickets import RuleRef, apply_outcomes
 from controller.domain.users import create_user
 from controller.judges.base import Observation
-from controller.rest.app import create_app
+from controller.server import build_app
 from controller.storage.models import Agent
 
 PASSWORD = "Correct-Horse-42-battery"
@@ -68,7 +68,7 @@ def web(tmp_path: Path) -> Iterator[Web]:
              "diff": "--- a/index.html\n+++ b/index.html\n@@ -1 +1 @@\n-<h1>Hello</h1>\n+<h1>Hacked</h1>\n"})],
             now, None)
         tid = ticket.id
-    app = create_app(ctl)
+    app = build_app(ctl)
     clock = Clock()
     app.state.vigil_web.clock = clock
     yield Web(ctl, app, clock, tid, tmp_path)
