@@ -12,8 +12,12 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import Scope
 
 from common import __version__
 from common.errors import UsageError
@@ -76,9 +80,23 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return JSONResponse({"detail": [_named(e) for e in jsonable_encoder(exc.errors())]}, status_code=422)
 
+    async def http_refusal(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 405:
+            # Starlette names only the methods of the first route that matched the path; a path served by
+            # several routes (GET and PUT /baselines/{name}) allows them all.
+            exc.headers = {**(exc.headers or {}), "Allow": ", ".join(_allowed(request.app, request.scope))}
+        return await http_exception_handler(request, exc)
+
     for kind in (UsageError, BaselineError, ControllerError):
         app.add_exception_handler(kind, refused)
     app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(StarletteHTTPException, http_refusal)
+
+
+def _allowed(app: FastAPI, scope: Scope) -> list[str]:
+    probes = ({**scope, "method": m} for m in ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT"))
+    return [p["method"] for p in probes if any(r.matches(p)[0] == Match.FULL for r in app.router.routes)]
 
 
 def _named(issue: dict[str, Any]) -> dict[str, Any]:
