@@ -15,6 +15,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import Scope
@@ -56,10 +57,13 @@ def create_app(ctl: Controller) -> FastAPI:
     api = APIRouter(prefix=PREFIX)
     for module in _RESOURCES:
         api.include_router(module.router)
-    # The EOL routes declare no refusals of their own: the ones every key-protected route can give, plus the
-    # dataset upload's (a body that is not a dataset, or too large).
-    eol_api = APIRouter(responses=errors(*AUTH, 413))
+    # The EOL routes declare no refusals of their own: the ones every key-protected route can give, and the
+    # upload's 413 (the dataset is too large).
+    eol_api = APIRouter(responses=errors(*AUTH))
     eol.register_routes(eol_api, ctl, need)
+    for route in eol_api.routes:
+        if isinstance(route, APIRoute) and "PUT" in (route.methods or ()):
+            route.responses = {**route.responses, **errors(413)}
     api.include_router(eol_api)
     notifications.register_routes(api, ctl, need)
     app.include_router(api)
