@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -256,12 +254,3 @@ def test_sweeps_are_sent_through_the_wired_dispatch_and_remembered(env) -> None:
     assert client.post("/api/v1/sweeps", json={"checks": [""]}, headers=a).status_code == 422
     assert "vigil_agent_streams 1.0" in client.get("/api/v1/metrics").text
 
-
-@pytest.mark.parametrize(("door", "other"), [("controller.rest.app", "controller.web"),
-                                             ("controller.web", "controller.rest")])
-def test_rest_and_web_do_not_import_each_other(door: str, other: str) -> None:
-    """The composition root (controller.server) puts both on one app; neither door loads the other."""
-    code = (f"import sys, {door}; loaded = sorted(m for m in sys.modules if m == {other!r} or "
-            f"m.startswith({other + '.'!r})); print(','.join(loaded))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == "", f"{door} loads {out}"

@@ -23,8 +23,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from controller.core import Controller, ControllerConfig
-from controller.domain.tickets import Outcome, RuleRef, apply_outcomes
+from controller.domain.tickets import RuleRef, apply_outcomes
 from controller.domain.users import create_api_key, create_user
+from controller.judges.base import Observation
 from controller.rest.app import create_app
 from controller.storage.models import Agent
 
@@ -44,7 +45,7 @@ def _seeded_app(data_dir: Path) -> tuple[Controller, FastAPI, str]:
                     tags=["linux"], status="online", max_sequence=0))
         s.flush()
         ref = RuleRef("PORTS-ALLOWED", "ports", "high", ("TPEx-CPA 3(10)5",), "tw-securities-linux", 1)
-        apply_outcomes(s, "agt-1", "web1", ref, [Outcome("tcp/0.0.0.0:8000", False, "bad", {})], now, None)
+        apply_outcomes(s, "agt-1", "web1", ref, [Observation("tcp/0.0.0.0:8000", "fail", "bad", {})], now, None)
     return ctl, create_app(ctl), key
 
 
