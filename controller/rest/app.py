@@ -57,13 +57,13 @@ def create_app(ctl: Controller) -> FastAPI:
     api = APIRouter(prefix=PREFIX)
     for module in _RESOURCES:
         api.include_router(module.router)
-    # The EOL routes declare no refusals of their own: the ones every key-protected route can give, and the
-    # upload's 413 (the dataset is too large).
+    # The refusals every key-protected route can give, and the upload's 413 (too large), for the EOL routes
+    # wherever they do not declare their own.
     eol_api = APIRouter(responses=errors(*AUTH))
     eol.register_routes(eol_api, ctl, need)
     for route in eol_api.routes:
         if isinstance(route, APIRoute) and "PUT" in (route.methods or ()):
-            route.responses = {**route.responses, **errors(413)}
+            route.responses = {**errors(413), **route.responses}
     api.include_router(eol_api)
     notifications.register_routes(api, ctl, need)
     app.include_router(api)
