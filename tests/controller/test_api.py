@@ -254,3 +254,48 @@ def test_sweeps_are_sent_through_the_wired_dispatch_and_remembered(env) -> None:
     assert client.post("/api/v1/sweeps", json={"checks": [""]}, headers=a).status_code == 422
     assert "vigil_agent_streams 1.0" in client.get("/api/v1/metrics").text
 
+
+
+def test_response_models_carry_every_field_the_domain_gives(env) -> None:
+    """A response model drops what it does not declare: each must declare every key of the JSON form it types."""
+    from pydantic import BaseModel
+    from sqlalchemy import select
+
+    from controller.domain import changes as change_domain
+    from controller.domain import exceptions as risk
+    from controller.domain import workflow
+    from controller.rest.agents import AgentOut
+    from controller.rest.changes import ChangeDetail
+    from controller.rest.exceptions import RiskExceptionOut
+    from controller.rest.findings import FindingOut
+    from controller.rest.tickets import TicketDetail
+    from controller.storage.models import Finding
+    from controller.storage.serialize import agent_json, finding_json
+
+    client, keys, tid = env
+    ctl = client.app.state.vigil
+    start = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    r = client.post("/api/v1/changes", headers=auth(keys["analyst"]), json={
+        "assets": ["agt-1"], "paths": ["/etc/**"], "start": start.isoformat(),
+        "end": (start + dt.timedelta(hours=1)).isoformat(), "reason": "patching"})
+    assert r.status_code == 201, r.text
+    r = client.post("/api/v1/exceptions", headers=auth(keys["analyst"]), json={
+        "rule_id": "PORTS-ALLOWED", "assets": ["agt-1"], "owner": "admin", "reason": "lab",
+        "expires": (start + dt.timedelta(days=1)).isoformat()})
+    assert r.status_code == 201, r.text
+
+    def names(model: type[BaseModel]) -> set[str]:
+        return {f.alias or n for n, f in model.model_fields.items()}
+
+    with ctl.sessions() as s:
+        agent = s.get(Agent, "agt-1")
+        finding = s.execute(select(Finding)).scalars().first()
+        assert agent is not None and finding is not None
+        assert set(agent_json(agent)) == names(AgentOut)
+        assert set(finding_json(finding)) == names(FindingOut)
+        detail = workflow.ticket_detail(s, workflow.get_ticket(s, tid))
+        assert set(detail) == names(TicketDetail)
+        (change,) = change_domain.list_changes(s)
+        assert set(change_domain.change_json(change, s, 10)) == names(ChangeDetail)
+        (exc,) = risk.list_exceptions(s)
+        assert set(risk.exception_json(exc, s)) == names(RiskExceptionOut)
