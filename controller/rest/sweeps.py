@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from typing import Annotated
 
-from controller.domain.sweeps import Sweep
+from fastapi import APIRouter
+from pydantic import BaseModel, Field, StringConstraints
+
+from controller.domain.sweeps import MAX_ENTRIES, Sweep
 from controller.rest.common import AUTH, Analyst, Ctl, Viewer, errors
 from controller.storage.serialize import rfc3339
 
 router = APIRouter(tags=["sweeps"])
 
 
+Name = Annotated[str, StringConstraints(pattern=r"\S", max_length=128)]
+
+
 class SweepIn(BaseModel):
-    checks: list[str] = Field(default_factory=list, description="check ids; none: every check of the policy")
-    agents: list[str] | None = Field(default=None, description="agent ids; absent: every connected agent")
+    checks: list[Name] = Field(default_factory=list, max_length=MAX_ENTRIES,
+                               description="check ids; none: every check of the policy")
+    agents: list[Name] | None = Field(default=None, max_length=MAX_ENTRIES,
+                                      description="agent ids; absent: every connected agent")
 
 
 class SweepOut(BaseModel):

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 from sqlalchemy import select
 
 from common.errors import UsageError
@@ -87,8 +88,14 @@ class ExceptionOffer(BaseModel):
     subject: str | None = None
 
 
+# The domain checks these (its messages name the field); the schema says them too, so that clients and
+# generated requests know the accepted values.
+_NOT_BLANK: JsonDict = {"pattern": r"\S"}
+
+
 class TransitionIn(BaseModel):
-    to: str = Field(description="the new state; see allowed_transitions")
+    to: str = Field(description="the new state; see allowed_transitions",
+                    json_schema_extra={"enum": list(vocabulary.TICKET_STATUSES)})
     reason: str | None = Field(default="", description="required for false_positive")
     exception: ExceptionOffer | None = None
 
@@ -98,12 +105,13 @@ class AssignIn(BaseModel):
 
 
 class ReportIn(BaseModel):
-    stage: str = Field(description="initial, formal or closure (TPEx-CPA 3(12)2)")
-    text: str
+    stage: str = Field(description="initial, formal or closure (TPEx-CPA 3(12)2)",
+                       json_schema_extra={"enum": list(workflow.REPORT_STAGES)})
+    text: str = Field(json_schema_extra=_NOT_BLANK)
 
 
 class CommentIn(BaseModel):
-    text: str
+    text: str = Field(json_schema_extra=_NOT_BLANK)
 
 
 class CommentOut(BaseModel):
