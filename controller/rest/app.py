@@ -15,7 +15,6 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import Scope
@@ -57,13 +56,10 @@ def create_app(ctl: Controller) -> FastAPI:
     api = APIRouter(prefix=PREFIX)
     for module in _RESOURCES:
         api.include_router(module.router)
-    # The refusals every key-protected route can give, and the upload's 413 (too large), for the EOL routes
-    # wherever they do not declare their own.
+    # The EOL routes declare their own refusals (bodies of the same {"detail": ...} shape); these are the
+    # ones every key-protected route can give, for where they do not.
     eol_api = APIRouter(responses=errors(*AUTH))
     eol.register_routes(eol_api, ctl, need)
-    for route in eol_api.routes:
-        if isinstance(route, APIRoute) and "PUT" in (route.methods or ()):
-            route.responses = {**errors(413), **route.responses}
     api.include_router(eol_api)
     notifications.register_routes(api, ctl, need)
     app.include_router(api)
