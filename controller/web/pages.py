@@ -610,7 +610,7 @@ def audit_page(request: Request) -> Response:
         if f["actor"]:
             q = q.where(AuditEntry.actor == f["actor"])
         if f["action"]:
-            q = q.where(AuditEntry.action.like(f["action"].replace("*", "%") + ("" if "*" in f["action"] else "%")))
+            q = q.where(AuditEntry.action.ilike(f["action"].replace("*", "%") + ("" if "*" in f["action"] else "%")))
         if f["object"]:
             kind, _, oid = f["object"].partition(":")
             q = q.where(AuditEntry.object_type == kind)
