@@ -7,6 +7,7 @@ import datetime as dt
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from controller.storage.store import check_connection, make_engine, session_fact
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# How long the baselines in force are taken as they are before the database is asked again.
+BASELINE_RECHECK_S = 1.0
 DEFAULT_BASELINE = Path(__file__).parent / "default_baselines" / "tw-securities-linux.yaml"
 LOCK_FILE = "controller.lock"
 # Where `vigil up --data-dir D` keeps its controller (next to its agent in D/agent).
@@ -140,6 +143,9 @@ class Controller:
     is_sqlite: bool
     _baselines: list[BaselineDoc] = field(default_factory=list)
     _baseline_gen: tuple[int, str] = (0, "")
+    _baseline_checked: float = float("-inf")  # time.monotonic() of the last look at the database
+    # (baseline generation, tags) -> the rules that apply; emptied when the baselines change.
+    _rules: dict[tuple[tuple[int, str], tuple[str, ...]], list[Applicable]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     writer: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "vigil-writer"))
     # Called (from any thread) when the baselines changed, so connected agents get a new policy.
@@ -227,11 +233,19 @@ class Controller:
     def policy_changed(self) -> None:
         with self._lock:
             self._baseline_gen = (-1, "")
+            self._baseline_checked = float("-inf")
         for cb in list(self.on_policy_change):
             cb()
 
     def baselines(self) -> list[BaselineDoc]:
-        """The baselines in force, re-read only when another writer (or replica) changed them."""
+        """The baselines in force, re-read only when another writer (or replica) changed them.
+
+        The database is asked at most once per BASELINE_RECHECK_S (a change applied here is seen at
+        once; one applied on another replica within that time), not once per ingest batch.
+        """
+        with self._lock:
+            if time.monotonic() - self._baseline_checked < BASELINE_RECHECK_S:
+                return list(self._baselines)
         with self.sessions() as s:
             gen_row = s.execute(select(func.count(), func.max(Baseline.applied_at))).one()
         gen = (int(gen_row[0]), str(gen_row[1]))
@@ -241,10 +255,22 @@ class Controller:
                     rows = s.execute(select(Baseline)).scalars().all()
                     self._baselines = [BaselineDoc.from_document(r.document) for r in rows]
                 self._baseline_gen = gen
+                self._rules = {}
+            self._baseline_checked = time.monotonic()
             return list(self._baselines)
 
     def rules_for(self, tags: list[str]) -> list[Applicable]:
-        return applicable_rules(self.baselines(), tags)
+        """The rules that apply to an agent with ``tags``, computed once per set of baselines and tags."""
+        docs = self.baselines()
+        with self._lock:
+            key = (self._baseline_gen, tuple(sorted(set(tags))))
+            cached = self._rules.get(key)
+        if cached is None:
+            cached = applicable_rules(docs, tags)
+            with self._lock:
+                if key[0] == self._baseline_gen:  # not computed from baselines replaced meanwhile
+                    self._rules[key] = cached
+        return list(cached)
 
     # -- agents ------------------------------------------------------------------------------------
     def revoke_agent(self, agent_id: str, actor: str, reason: str) -> dict[str, Any]:
