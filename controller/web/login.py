@@ -19,7 +19,7 @@ from controller.domain import audit, users
 from controller.domain.users import LoginFailed
 from controller.storage.models import User
 from controller.web import auth
-from controller.web.pages import Ctx, Redirect, Refused, page, redirect, secure, state_of
+from controller.web.pages import Ctx, Redirect, Refused, bounded_form, page, redirect, secure, state_of
 
 router = APIRouter(include_in_schema=False)
 
@@ -69,7 +69,7 @@ def login_form(request: Request) -> Response:
 
 @router.post("/login")
 async def login_submit(request: Request) -> Response:
-    form = await request.form()
+    form = await bounded_form(request)
     return await run_in_threadpool(_login, request, form)
 
 
@@ -158,13 +158,13 @@ def render_enrol(c: Ctx) -> Response:
 
 @router.post("/login/totp")
 async def totp_submit(request: Request) -> Response:
-    form = await request.form()
+    form = await bounded_form(request)
     return await run_in_threadpool(_second_factor, request, form, False)
 
 
 @router.post("/login/enrol")
 async def enrol_submit(request: Request) -> Response:
-    form = await request.form()
+    form = await bounded_form(request)
     return await run_in_threadpool(_second_factor, request, form, True)
 
 
@@ -206,7 +206,7 @@ def _second_factor(request: Request, form: FormData, enrol: bool) -> Response:
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
-    form = await request.form()
+    form = await bounded_form(request)
     return await run_in_threadpool(_logout, request, form)
 
 

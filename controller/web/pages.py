@@ -26,7 +26,7 @@ from starlette.templating import Jinja2Templates
 from common import __version__
 from common.errors import UsageError
 from controller import vocabulary
-from controller.baselines import BaselineError
+from controller.baselines import MAX_BYTES, BaselineError
 from controller.core import Controller
 from controller.domain import audit, changes, exceptions, tickets, workflow
 from controller.domain.tickets import ACTIVE
@@ -45,6 +45,8 @@ TRANSITION_LABELS = {"acknowledged": "Acknowledge", "in_progress": "Start work",
                      "closed": "Close", "open": "Reopen", "false_positive": "Mark false positive"}
 STATUS_LABELS = {"open": "open", "acknowledged": "acknowledged", "in_progress": "in progress", "resolved": "resolved",
                  "closed": "closed", "false_positive": "false positive"}
+# A baseline of MAX_BYTES, URL-encoded (up to three bytes per byte), with the rest of its form.
+MAX_FORM_BYTES = 3 * MAX_BYTES + 64 * 1024
 ERRORS: tuple[type[Exception], ...] = (UsageError, BaselineError, Conflict, Forbidden, NotFound)
 
 
@@ -159,10 +161,24 @@ Work = Callable[[Session, User, FormData, dt.datetime], tuple[str, str]]
 Redisplay = Callable[[Ctx], Response]
 
 
+async def bounded_form(request: Request) -> FormData:
+    """The posted form, its size bounded before it is parsed: browsers send form posts with a length,
+    and none of ours needs more than a baseline does, URL-encoded."""
+    declared = request.headers.get("content-length", "")
+    if not declared.isdigit():
+        raise Refused("a form post needs a Content-Length", 411)
+    if int(declared) > MAX_FORM_BYTES:
+        raise Refused(f"the form is {int(declared)} bytes, more than the {MAX_FORM_BYTES // 2**20} MiB a form may "
+                      f"send (a baseline may hold {MAX_BYTES // 1024} KiB)", 413)
+    return await request.form()
+
+
 async def act(request: Request, work: Work, redisplay: Redisplay) -> Response:
     """A form post: authenticate, check CSRF, run ``work`` in its own transaction (it returns the flash
-    message and where to go), and on a refusal re-render ``redisplay`` with the reason."""
-    form = await request.form()
+    message and where to go), and on a refusal re-render ``redisplay`` with the reason.
+
+    """
+    form = await bounded_form(request)
     return await run_in_threadpool(_act, request, form, work, redisplay)
 
 

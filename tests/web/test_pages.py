@@ -277,3 +277,24 @@ def test_a_finding_that_cannot_be_judged_shows_as_its_own_state_and_never_as_pas
     assert "2 failing, 1 cannot judge of 3" in agents
     tickets = client.get("/tickets").text
     assert "NTP-SYNC on web1: cannot judge: the ntp check reported TIMEOUT" in tickets
+
+
+def test_a_form_post_is_bounded_before_it_is_parsed(web: Web) -> None:
+    client = signed_in(web, "admin")
+    token = csrf_of(client.get("/baselines/tw-securities-linux").text)
+    with web.ctl.sessions() as s:
+        before = s.get(Baseline, "tw-securities-linux")
+        assert before is not None
+        version = before.version
+    huge = "a" * (4 * 1024 * 1024)
+    r = client.post("/baselines/tw-securities-linux", data={"yaml": huge, "csrf_token": token})
+    assert r.status_code == 413 and "more than the 3 MiB a form may send" in r.text
+    chunked = client.post("/baselines/tw-securities-linux", content=iter([b"yaml=x&csrf_token=", token.encode()]),
+                          headers={"content-type": "application/x-www-form-urlencoded"})
+    assert chunked.status_code == 411
+    login = web.client().post("/login", content=b"u" * (4 * 1024 * 1024),
+                              headers={"content-type": "application/x-www-form-urlencoded"})
+    assert login.status_code == 413
+    with web.ctl.sessions() as s:
+        after = s.get(Baseline, "tw-securities-linux")
+        assert after is not None and after.version == version
