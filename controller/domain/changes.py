@@ -48,6 +48,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from common.errors import UsageError
+from common.globs import glob_to_regex
 from controller.baselines import Rule
 from controller.domain import audit
 from controller.errors import Conflict, Forbidden, NotFound
@@ -144,46 +145,16 @@ def _check_pattern(pattern: str) -> None:
 
 @lru_cache(maxsize=4096)
 def _glob(pattern: str) -> re.Pattern[str]:
-    """Compile a path glob: ``*``/``?`` within a segment, ``**`` across segments, ``[...]`` classes.
+    """Compile a path glob: ``*``/``?`` within a segment, ``**`` across segments, ``**/`` zero or more
+    directories, ``[...]`` classes.
 
     A pattern without wildcards is a path covering itself and everything below it.
     """
     if not _MAGIC.search(pattern):
         base = pattern.rstrip("/") or "/"
         return re.compile(re.escape(base) + r"(?:/.*)?", re.DOTALL)
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        if pattern.startswith("**", i):
-            j = i
-            while j < n and pattern[j] == "*":
-                j += 1
-            if (i == 0 or pattern[i - 1] == "/") and j < n and pattern[j] == "/":
-                out.append("(?:.*/)?")  # "a/**/b" also matches "a/b"
-                i = j + 1
-            else:
-                out.append(".*")
-                i = j
-            continue
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            end = pattern.find("]", i + 2 if pattern[i + 1 : i + 2] in ("!", "]") else i + 1)
-            if end < 0:
-                out.append(re.escape(c))
-            else:
-                body = pattern[i + 1 : end]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append("[" + body.replace("\\", "\\\\") + "]")
-                i = end
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return re.compile("".join(out), re.DOTALL)
+    # The same glob language as fim's exclude and nodiff (common/globs.py), anchored on the whole path.
+    return re.compile(glob_to_regex(pattern), re.DOTALL)
 
 
 def path_in_scope(patterns: Iterable[str], path: str) -> bool:

@@ -345,3 +345,20 @@ def test_scans_place_a_change_at_the_files_ctime(sessions: sessionmaker[Session]
     no_ctime = event(detected_by="REHASH", after={"sha256": "cd" * 32})
     assert annotate(sessions, found_later, changed_before, no_ctime, when=late) == [cid, "", cid]
     assert changes.event_time(found_later) == dt.datetime.fromtimestamp(inside, dt.UTC)
+
+
+@pytest.mark.parametrize(("pattern", "path", "covered"), [
+    ("/var/www/**/index.php", "/var/www/index.php", True),  # **/ is zero or more directories
+    ("/var/www/**/index.php", "/var/www/a/b/index.php", True),
+    ("/var/www/*.php", "/var/www/a/x.php", False),  # * stays within one segment
+    ("/var/www/[!a]*.php", "/var/www/b.php", True),
+    ("/var/www/[!a]*.php", "/var/www/a.php", False),
+    ("/var/www/html", "/var/www/html/deep/file", True),  # no wildcard: the path and all below
+])
+def test_change_paths_speak_the_fim_glob_language(pattern: str, path: str, covered: bool) -> None:
+    from checks.fim.globs import PathMatcher
+
+    assert changes.path_in_scope([pattern], path) is covered
+    if any(c in pattern for c in "*?["):
+        # The agent's own matcher, on the same absolute pattern, agrees.
+        assert PathMatcher([pattern]).matches(path.lstrip("/").encode(), path.encode()) is covered
