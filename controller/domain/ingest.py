@@ -169,7 +169,10 @@ def ingest_reports(
             heard[report.task_id] = when.isoformat()
         judge(session, agent, report.check_id, report.task_id, facts, status, rules, when, result_id, book, reasons,
               report.status.message)
-    agent.last_results = heard  # when each task last reported: liveness tells "no data within the interval"
+    # When each task of the agent's policy last reported: liveness tells "no data within the interval".
+    # Tasks no baseline asks for any more are dropped, so the map stays the size of the policy.
+    wanted = {app.task_id for app in rules}
+    agent.last_results = {tid: at for tid, at in heard.items() if tid in wanted}
     return acks
 
 

@@ -228,3 +228,16 @@ def test_the_longest_ticket_key_fits_on_every_database(sessions: sessionmaker[Se
     with sessions() as s:
         (stored,) = s.execute(select(Ticket).where(Ticket.asset == asset)).scalars()
         assert stored.id == opened.id and len(stored.dedupe_key) == 64 + 128 + 128 + 512 + 3
+
+
+def test_when_each_task_last_reported_is_kept_for_the_policy_only(sessions: sessionmaker[Session]) -> None:
+    host = Host(sessions, av_baseline("tw-securities-linux", 48))
+    with sessions.begin() as s:
+        agent = s.get(Agent, AGENT)
+        assert agent is not None
+        agent.last_results = {"0123456789abcdef": "2026-01-01T00:00:00+00:00"}  # a task no baseline asks for now
+    host.av(2, T0)
+    with sessions() as s:
+        agent = s.get(Agent, AGENT)
+        assert agent is not None
+        assert agent.last_results == {host.rules[0].task_id: T0.isoformat()}
