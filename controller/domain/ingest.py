@@ -21,7 +21,7 @@ from controller.domain import changes
 from controller.domain.policy import Applicable
 from controller.domain.tickets import Book, RuleRef, apply_outcomes
 from controller.judges import InvalidFacts, evaluate, judge_for
-from controller.judges.base import Context
+from controller.judges.base import JUDGEABLE, Context
 from controller.judges.registry import JUDGES
 from controller.storage.models import Agent, Result
 from proto.vigil.v1 import agent_service_pb2 as pb
@@ -34,7 +34,8 @@ KNOWN_RESULTS: dict[str, str] = {check_id: j.report_field for check_id, j in JUD
 MAX_TASK_ID = 64
 
 
-RESULTS: Table = Result.__table__  # type: ignore[assignment]  # Core insert: the ORM's bulk path costs more per row than it saves here
+# Core insert: the ORM's bulk path costs more per row than it saves here.
+RESULTS: Table = Result.__table__  # type: ignore[assignment]
 # Agent-row columns a judge may set from facts that describe the asset itself.
 ASSET_STATE = frozenset({"spool_depth", "dropped_records"})
 
@@ -125,7 +126,7 @@ def ingest_reports(
             continue
         # The judge completes the facts with what only the controller knows (its EOL dataset, the
         # approved changes) before they are stored, so the stored facts are the ones judged.
-        facts, used = judge_for(report.check_id).prepare(facts, ctx)
+        facts, used = JUDGES[report.check_id].prepare(facts, ctx)  # facts_of found the judge
         reasons.update(used)
         stored.add(seq)  # a sequence repeated inside one batch is a duplicate too
         accepted.append((report, facts, common_pb2.CheckStatus.Kind.Name(report.status.kind)))
@@ -162,7 +163,7 @@ def ingest_reports(
     book = Book(session, agent_id, when)
     heard = dict(agent.last_results or {})
     for (report, facts, status), result_id in zip(accepted, ids, strict=True):
-        for column, value in judge_for(report.check_id).asset_state(facts).items():
+        for column, value in JUDGES[report.check_id].asset_state(facts).items():
             if column in ASSET_STATE:
                 setattr(agent, column, value)
         if report.task_id:
@@ -190,21 +191,14 @@ def judge(
     change_reasons: Mapping[str, str] | None = None,
     status_message: str = "",
 ) -> None:
+    judge = judge_for(check_id)
+    # A check that failed to run says nothing about subjects it did not see: keep them as they were.
+    complete = status in JUDGEABLE
     for app in rules:
         if app.rule.check != check_id or (task and app.task_id != task):
             continue
-        observations = evaluate(app.rule, check_id, facts, status, change_reasons, status_message)
-        ref = RuleRef(
-            rule_id=app.rule.id,
-            check_id=check_id,
-            severity=app.rule.severity,
-            refs=tuple(app.rule.refs),
-            baseline=app.baseline.name,
-            baseline_version=app.baseline.version,
-            on_unknown=app.rule.on_unknown,
-        )
-        outcomes = observations
-        judge = judge_for(check_id)
+        outcomes = evaluate(app.rule, check_id, facts, status, change_reasons, status_message)
+        ref = RuleRef.of(app)
         if judge.records_changes:
             changes.record(session, agent.id, app.rule, facts, result_id, now)
         if not judge.auto_resolve:
@@ -213,6 +207,4 @@ def judge(
             apply_outcomes(session, agent.id, agent.hostname, ref, outcomes, now, result_id, complete=False, book=book,
                            auto_resolve=False, settled=judge.settled(facts, status))
             continue
-        # A check that failed to run says nothing about subjects it did not see: keep them as they were.
-        complete = status in ("OK", "PARTIAL")
         apply_outcomes(session, agent.id, agent.hostname, ref, outcomes, now, result_id, complete=complete, book=book)

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from controller.baselines import BaselineDoc
 from controller.domain.policy import Applicable, applicable_rules
-from controller.domain.tickets import RuleRef, apply_outcomes
+from controller.domain.tickets import Book, RuleRef, apply_outcomes
 from controller.judges import CHECK_STATUS_SUBJECT, judge_for
 from controller.judges.agent import JUDGE as AGENT_JUDGE
 from controller.judges.agent import allowed_silence_s, contact_rules
@@ -36,17 +36,15 @@ AGENT_CHECK = AGENT_JUDGE.id
 STALE_GRACE_S = 120
 
 
-def contact_outcome(s: Session, agent: Agent, back: bool, now: dt.datetime, docs: Sequence[BaselineDoc]) -> None:
-    """Open (``back`` false) or resolve (``back`` true) the agent's lost-contact ticket."""
-    apps = applicable_rules(docs, agent.tags)
+def contact_outcome(s: Session, agent: Agent, back: bool, now: dt.datetime, docs: Sequence[BaselineDoc],
+                    apps: Sequence[Applicable] | None = None) -> None:
+    """Open (``back`` false) or resolve (``back`` true) the agent's lost-contact ticket. ``apps``: the rules
+    that apply to the agent, when the caller has them already."""
+    apps = applicable_rules(docs, agent.tags) if apps is None else apps
     contact = contact_rules(a.rule for a in apps)
-    rule_id, severity, baseline, version = "AGENT-CONTACT", "high", "", 0
-    refs: tuple[str, ...] = ("TPEx-CPA 3(8)4(2)",)
-    if contact:
-        app = next(a for a in apps if a.rule is contact[0])
-        rule_id, severity, refs = app.rule.id, app.rule.severity, tuple(app.rule.refs)
-        baseline, version = app.baseline.name, app.baseline.version
-    ref = RuleRef(rule_id, AGENT_CHECK, severity, refs, baseline, version)
+    app = next((a for a in apps if contact and a.rule is contact[0]), None)
+    ref = RuleRef.of(app) if app is not None else RuleRef(
+        "AGENT-CONTACT", AGENT_CHECK, "high", ("TPEx-CPA 3(8)4(2)",), "", 0)
     since = agent.last_seen.isoformat(timespec="seconds") if agent.last_seen else "never"
     msg = "heartbeats resumed" if back else f"device lost contact (last heartbeat {since})"
     outcome = Observation(CONTACT_SUBJECT, verdict(back), msg, {"last_seen": since})
@@ -72,7 +70,7 @@ def check_liveness(
         if agent.status in ("offline", "online") and silence > lost_after and agent.last_seen is not None:
             agent.status = "lost"
             changed["lost"] += 1
-            contact_outcome(s, agent, False, now, docs)
+            contact_outcome(s, agent, False, now, docs, apps)
         if applied_at is not None:
             changed["unknown"] += stale_rules(s, agent, apps, applied_at, now)
     return changed
@@ -101,6 +99,7 @@ def stale_rules(
     never reported is counted from then, or from enrolment if later)."""
     supported = _supported(agent)
     marked = 0
+    book: Book | None = None
     for app in rules:
         rule = app.rule
         last = _since((agent.last_results or {}).get(app.task_id))
@@ -108,8 +107,7 @@ def stale_rules(
             reason = f"the agent (version {agent.version or 'unknown'}) does not run the {rule.check} check"
         else:
             start = max(agent.enrolled_at, applied_at.get(app.baseline.name, agent.enrolled_at))
-            ref = last or start
-            if (now - ref).total_seconds() <= 2 * rule.interval_s + STALE_GRACE_S:
+            if (now - (last or start)).total_seconds() <= 2 * rule.interval_s + STALE_GRACE_S:
                 continue
             said = f"since {last.isoformat(timespec='seconds')}" if last else "since the rule applied"
             reason = f"no result of the {rule.check} check for {rule.id} {said} (it runs every {rule.interval_s} s)"
@@ -118,19 +116,16 @@ def stale_rules(
             Finding.subject == CHECK_STATUS_SUBJECT)).scalar_one_or_none()
         if status == UNKNOWN:
             continue  # marked already (or the check reported an error): nothing new to say
-        online = agent.status == "online"
-        ref_ticket = RuleRef(rule.id, rule.check, rule.severity, tuple(rule.refs), app.baseline.name,
-                             app.baseline.version, on_unknown=rule.on_unknown if online else "record")
+        book = book if book is not None else Book(s, agent.id, now)  # read once, for the rules it marks
+        # A lost or offline agent has its contact ticket already: its silent rules only record unknown.
+        ref = RuleRef.of(app, None if agent.status == "online" else "record")
         outcomes = [cannot_judge(CHECK_STATUS_SUBJECT, reason, {"check": rule.check, "last_result": str(last or "")})]
-        apply_outcomes(s, agent.id, agent.hostname, ref_ticket, outcomes, now, None, complete=False)
+        apply_outcomes(s, agent.id, agent.hostname, ref, outcomes, now, None, complete=False, book=book)
         if judge_for(rule.check).auto_resolve:
             # States, not events: a pass that is no longer confirmed is not a pass. No ticket per subject.
-            passing = s.execute(select(Finding.subject).where(
-                Finding.asset == agent.id, Finding.baseline == app.baseline.name, Finding.rule_id == rule.id,
-                Finding.status == PASS)).scalars().all()
-            quiet = RuleRef(rule.id, rule.check, rule.severity, tuple(rule.refs), app.baseline.name,
-                            app.baseline.version, on_unknown="record")
-            apply_outcomes(s, agent.id, agent.hostname, quiet, [cannot_judge(sub, reason) for sub in passing], now,
-                           None, complete=False)
+            passing = [subject for (baseline, rule_id, subject), f in book.findings.items()
+                       if baseline == app.baseline.name and rule_id == rule.id and f.status == PASS]
+            apply_outcomes(s, agent.id, agent.hostname, RuleRef.of(app, "record"),
+                           [cannot_judge(sub, reason) for sub in passing], now, None, complete=False, book=book)
         marked += 1
     return marked

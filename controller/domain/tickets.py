@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from controller import vocabulary
 from controller.domain import audit, exceptions
+from controller.domain.policy import Applicable
 from controller.judges.base import Observation
 from controller.notify import enqueue
 from controller.storage.models import Agent, Finding, RiskException, Ticket, TicketEvent
@@ -45,6 +46,13 @@ class RuleRef:
     baseline_version: int
     # What an unknown verdict does: "ticket" (the default) or "record" (a finding, no ticket).
     on_unknown: str = "ticket"
+
+    @classmethod
+    def of(cls, app: Applicable, on_unknown: str | None = None) -> RuleRef:
+        """The reference of an applicable rule; ``on_unknown`` overrides the rule's own."""
+        rule = app.rule
+        return cls(rule.id, rule.check, rule.severity, tuple(rule.refs), app.baseline.name, app.baseline.version,
+                   on_unknown or rule.on_unknown)
 
 
 def dedupe_key(asset: str, baseline: str, rule_id: str, subject: str) -> str:

@@ -6,6 +6,7 @@ Pure: parsing takes bytes or text (or reads one given path); nothing here holds 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -233,8 +234,10 @@ def read_dataset(path: Path | str, origin: str = "file") -> Dataset:
     return ds
 
 
+@functools.cache
 def packaged_dataset() -> Dataset:
-    """The dataset shipped with Vigil (``controller/eoldata/products.json``)."""
+    """The dataset shipped with Vigil (``controller/eoldata/products.json``), read and validated once per
+    process: it is part of the package and never changes under a running controller."""
     return read_dataset(PACKAGED, "packaged")
 
 
