@@ -386,30 +386,27 @@ def fail(reason: str) -> PydanticCustomError:
     return PydanticCustomError("vigil", reason)
 
 
-_fail = fail
-
-
 def _check_name(v: str) -> str:
     if not _NAME_RE.match(v):
-        raise _fail("must be lower case letters, digits, '.', '_' or '-', starting with a letter or digit")
+        raise fail("must be lower case letters, digits, '.', '_' or '-', starting with a letter or digit")
     return v
 
 
 def _check_rule_id(v: str) -> str:
     if not _RULE_ID_RE.match(v):
-        raise _fail("must look like NTP-CLOCK: capital letters, digits, '-' and '_'")
+        raise fail("must look like NTP-CLOCK: capital letters, digits, '-' and '_'")
     return v
 
 
 def _check_tag(v: str) -> str:
     if not v or any(c.isspace() or c == "," for c in v):
-        raise _fail("a tag must be a non-empty word without spaces or commas")
+        raise fail("a tag must be a non-empty word without spaces or commas")
     return v
 
 
 def _check_ref(v: str) -> str:
     if not v.strip():
-        raise _fail("must not be empty; write a control ID such as 'TPEx-CPA 3(8)4(2)'")
+        raise fail("must not be empty; write a control ID such as 'TPEx-CPA 3(8)4(2)'")
     return v
 
 
@@ -417,16 +414,13 @@ def duration_s(v: str, minimum: int = MIN_INTERVAL_S) -> int:
     """Seconds of a baseline duration (``30s``, ``5m``, ``1h``, ``2d``); a :func:`fail` error when it is wrong."""
     m = _DURATION_RE.match(v)
     if not m:
-        raise _fail(f"{v!r} is not a duration: write a number and a unit s, m, h or d (30s, 5m, 1h, 2d)")
+        raise fail(f"{v!r} is not a duration: write a number and a unit s, m, h or d (30s, 5m, 1h, 2d)")
     seconds = int(m.group(1)) * _UNITS[m.group(2)]
     if seconds < minimum:
-        raise _fail(f"{v!r} is below the {minimum} s minimum")
+        raise fail(f"{v!r} is below the {minimum} s minimum")
     if seconds > MAX_DURATION_S:
-        raise _fail(f"{v!r} is above the maximum of {MAX_DURATION_S // 86400}d")
+        raise fail(f"{v!r} is above the maximum of {MAX_DURATION_S // 86400}d")
     return seconds
-
-
-_duration = duration_s
 
 
 def check_duration(v: str) -> str:
@@ -453,9 +447,6 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
 
-_Strict = StrictModel
-
-
 @dataclass(frozen=True)
 class CheckSpec:
     """What the baseline language needs to know about one check id.
@@ -470,11 +461,11 @@ class CheckSpec:
     default_interval_s: int
 
 
-class _Scope(_Strict):
+class _Scope(StrictModel):
     tags: list[Annotated[str, AfterValidator(_check_tag)]] = Field(min_length=1)
 
 
-class _RuleModel(_Strict):
+class _RuleModel(StrictModel):
     id: Annotated[str, Field(max_length=64), AfterValidator(_check_rule_id)]
     check: str
     severity: str
@@ -491,7 +482,7 @@ class _RuleModel(_Strict):
     def _known_check(cls, v: Any, info: ValidationInfo) -> Any:
         known: Collection[str] = (info.context or {}).get("checks", {})
         if not isinstance(v, str) or v not in known:
-            raise _fail(f"unknown check {v!r}; known checks: {', '.join(sorted(known))}")
+            raise fail(f"unknown check {v!r}; known checks: {', '.join(sorted(known))}")
         return v
 
     @field_validator("severity", "on_unknown", mode="before")
@@ -499,11 +490,11 @@ class _RuleModel(_Strict):
     def _one_of(cls, v: Any, info: ValidationInfo) -> Any:
         allowed = SEVERITIES if info.field_name == "severity" else ON_UNKNOWN
         if not isinstance(v, str) or v not in allowed:
-            raise _fail(f"must be one of {', '.join(allowed)}")
+            raise fail(f"must be one of {', '.join(allowed)}")
         return v
 
 
-class _BaselineModel(_Strict):
+class _BaselineModel(StrictModel):
     baseline: Annotated[str, Field(max_length=128), AfterValidator(_check_name)]
     version: int = Field(ge=1, le=MAX_INT32)
     scope: _Scope | None = None
@@ -768,7 +759,7 @@ def _under(path: str, roots: Collection[str]) -> bool:
 
 
 def _rule(m: _RuleModel, spec: CheckSpec) -> Rule:
-    interval = _duration(m.interval) if m.interval is not None else spec.default_interval_s
+    interval = duration_s(m.interval) if m.interval is not None else spec.default_interval_s
     return Rule(
         id=m.id,
         check=m.check,

@@ -24,6 +24,8 @@ from common.errors import UsageError, VigilError
 _MIGRATIONS = Path(__file__).parent / "migrations"
 # Seconds to wait for a PostgreSQL server before start-up fails (unless the URL sets connect_timeout).
 PG_CONNECT_TIMEOUT_S = 10
+# Seconds a PostgreSQL writer waits for a lock (unless the URL sets options), as SQLite's busy_timeout.
+PG_LOCK_TIMEOUT_S = 30
 # The key of the advisory lock held while migrating (the audit log uses another one).
 _PG_MIGRATION_LOCK_KEY = 0x7669676D  # "vigm"
 
@@ -60,9 +62,6 @@ def safe_url(url: str | URL) -> str:
     except ArgumentError:
         return "<unparsable URL>"
     return parsed.render_as_string(hide_password=True)
-
-
-PG_LOCK_TIMEOUT_S = 30
 
 
 def make_engine(url: str) -> Engine:
