@@ -100,8 +100,11 @@ class _Os:
                     self.product, self.through_like = like, True
                     break
         self.rolling = self.product in dataset.rolling
-        self.match = Match(None) if self.rolling else dataset.match(self.product, self.version, today)
-        if not self.rolling and not dataset.knows(self.product):
+        if self.rolling:
+            self.match = Match(None)
+        elif dataset.knows(self.product):
+            self.match = dataset.match(self.product, self.version, today)
+        else:
             names = ", ".join(self.tried) or "no product"
             self.match = Match(None, f"the OS ({names}) is not in the EOL dataset" if len(self.tried) > 1 else
                                      f"{names} is not in the EOL dataset")
