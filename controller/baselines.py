@@ -27,6 +27,8 @@ from __future__ import annotations
 import copy
 import difflib
 import math
+import ntpath
+import posixpath
 import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -55,6 +57,7 @@ __all__ = [
     "MAX_INT",
     "MIN_INTERVAL_S",
     "SEVERITIES",
+    "AbsolutePath",
     "BaselineDoc",
     "BaselineError",
     "CheckSpec",
@@ -63,6 +66,7 @@ __all__ = [
     "Rule",
     "StrictModel",
     "WholeNumber",
+    "check_absolute",
     "check_duration",
     "decode_baseline",
     "duration_s",
@@ -434,6 +438,18 @@ def _whole(v: Any) -> Any:
     return int(v) if isinstance(v, float) and v.is_integer() else v
 
 
+def check_absolute(v: str) -> str:
+    """An absolute path in either spelling (a baseline is written once for a fleet of mixed OSes; each
+    agent refuses the other platform's, as a reported check error); no NUL character."""
+    if "\x00" in v:
+        raise fail("must not contain a NUL character")
+    if not (posixpath.isabs(v) or ntpath.isabs(v)):
+        raise fail(f"{v!r} is not an absolute path; write e.g. /var/www/html")
+    return v
+
+
+# An absolute path (POSIX or Windows), validated.
+AbsolutePath = Annotated[str, AfterValidator(check_absolute)]
 # A duration as written (``5m``), validated.
 Duration = Annotated[str, AfterValidator(check_duration)]
 # A whole number, also when written with a zero fraction (``3.0``).

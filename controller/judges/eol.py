@@ -8,35 +8,22 @@ names that dataset, and says when the OS was judged through its ID_LIKE parent o
 
 from __future__ import annotations
 
-import ntpath
-import posixpath
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import AfterValidator, Field
+from pydantic import Field
 
 from controller import eoldata
-from controller.baselines import Rule, StrictModel, fail
+from controller.baselines import AbsolutePath, Rule, StrictModel
 from controller.judges.base import Context, InvalidFacts, Judge, Observation
 from controller.judges.items import per_item
-
-
-def _check_absolute(v: str) -> str:
-    # A baseline may be scoped to Windows agents: either spelling of "absolute" is accepted here, and
-    # the agent refuses the other platform's (a check error, reported, never silence).
-    if not (posixpath.isabs(v) or ntpath.isabs(v)):
-        raise fail(f'{v!r} is not an absolute path; write e.g. "/" or /opt/app/bin')
-    return v
-
-
-_Absolute = Annotated[str, AfterValidator(_check_absolute)]
 
 
 class EolParams(StrictModel):
     """``root``: the filesystem root inspected ("/" on a live host); ``extra_paths``: more binaries to probe."""
 
-    root: _Absolute = "/"
-    extra_paths: list[_Absolute] = Field(default_factory=list)
+    root: AbsolutePath = "/"
+    extra_paths: list[AbsolutePath] = Field(default_factory=list)
 
 
 def note(item: Mapping[str, Any]) -> str:

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BeforeValidator, Field
 
 from common.globs import glob_to_regex
-from controller.baselines import Rule, StrictModel, WholeNumber, fail
+from controller.baselines import Rule, StrictModel, WholeNumber, check_absolute, fail
 from controller.judges.base import (
     CHECK_STATUS_SUBJECT,
     JUDGEABLE,
@@ -198,12 +198,8 @@ def _one_or_many(v: Any) -> Any:
     return [v] if isinstance(v, str) else v
 
 
-def _check_absolute(v: str) -> str:
-    # Either spelling of "absolute": a baseline is written once for a fleet of mixed OSes.
-    if not v or not (posixpath.isabs(v) or ntpath.isabs(v)):
-        raise fail(f"{v!r} is not an absolute path; write e.g. /var/www/html")
-    if "\x00" in v:
-        raise fail("must not contain a NUL character")
+def _check_watchable(v: str) -> str:
+    check_absolute(v)
     flavour = posixpath if posixpath.isabs(v) else ntpath
     norm = flavour.normpath(v)
     if flavour.dirname(norm) == norm:
@@ -227,7 +223,7 @@ def _check_glob(v: str) -> str:
     return v
 
 
-_Absolute = Annotated[str, AfterValidator(_check_absolute)]
+_Watchable = Annotated[str, AfterValidator(_check_watchable)]
 _Glob = Annotated[str, AfterValidator(_check_glob)]
 _Globs = Annotated[list[_Glob], BeforeValidator(_one_or_many)]
 
@@ -235,7 +231,7 @@ _Globs = Annotated[list[_Glob], BeforeValidator(_one_or_many)]
 class FimParams(StrictModel):
     """What to watch and how hard the agent may work at it (docs/fim.md); the agent defaults the rest."""
 
-    paths: Annotated[list[_Absolute], BeforeValidator(_one_or_many), Field(min_length=1)]
+    paths: Annotated[list[_Watchable], BeforeValidator(_one_or_many), Field(min_length=1)]
     exclude: _Globs | None = None
     nodiff: _Globs | None = None
     max_files: WholeNumber | None = Field(default=None, ge=1)
