@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -131,40 +131,43 @@ def test_timestamps_come_back_as_the_same_utc_instant(sessions: sessionmaker[Ses
         assert audit.verify(s).ok
 
 
+def race(sessions: sessionmaker[Session], first: Callable[[Session], object], second: Callable[[Session], object],
+         locktype: str | None = None) -> list[BaseException]:
+    """Run ``first`` in a transaction held open until ``second``, in a transaction of another thread, waits
+    for it (on PostgreSQL, for a lock of ``locktype``); then let both finish. Returns what they raised."""
+    holding, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def run(work: Callable[[Session], object], hold: bool) -> None:
+        try:
+            with sessions.begin() as s:
+                work(s)
+                if hold:
+                    holding.set()
+                    assert release.wait(WAIT_S)
+        except BaseException as exc:  # reported by the test thread
+            errors.append(exc)
+
+    t1 = threading.Thread(target=run, args=(first, True))
+    t1.start()
+    assert holding.wait(WAIT_S)
+    t2 = threading.Thread(target=run, args=(second, False))
+    t2.start()
+    wait_for_a_lock_waiter(sessions.kw["bind"], locktype)
+    release.set()
+    t1.join(WAIT_S)
+    t2.join(WAIT_S)
+    return errors
+
+
 # -- the audit log's lock ------------------------------------------------------------------------------
 
 
 def test_a_second_audit_writer_waits_for_the_first_and_the_chain_stays_whole(
         sessions: sessionmaker[Session], db_url: str) -> None:
-    holding, release = threading.Event(), threading.Event()
-    errors: list[BaseException] = []
-
-    def first() -> None:
-        try:
-            with sessions.begin() as s:
-                audit.record(s, "first", "test.write", "test", "1")
-                holding.set()
-                assert release.wait(WAIT_S)
-        except BaseException as exc:  # reported by the test thread
-            errors.append(exc)
-
-    def second() -> None:
-        try:
-            with sessions.begin() as s:
-                audit.record(s, "second", "test.write", "test", "2")
-        except BaseException as exc:
-            errors.append(exc)
-
-    t1 = threading.Thread(target=first)
-    t1.start()
-    assert holding.wait(WAIT_S)
-    t2 = threading.Thread(target=second)
-    t2.start()
-    # On PostgreSQL the second writer now waits on the audit log's advisory lock, not on a row.
-    wait_for_a_lock_waiter(sessions.kw["bind"], "advisory")
-    release.set()
-    t1.join(WAIT_S)
-    t2.join(WAIT_S)
+    # On PostgreSQL the second writer waits on the audit log's advisory lock, not on a row.
+    errors = race(sessions, lambda s: audit.record(s, "first", "test.write", "test", "1"),
+                  lambda s: audit.record(s, "second", "test.write", "test", "2"), "advisory")
     assert errors == []
     with sessions() as s:
         assert [(e.seq, e.actor) for e in audit.iter_entries(s)] == [(1, "first"), (2, "second")]
@@ -281,36 +284,10 @@ def test_one_token_enrolling_two_hosts_at_once_enrols_one(sessions: sessionmaker
     csr_pem = new_key_and_csr("any")[1]
     with sessions.begin() as s:
         token = create_token(s, ca, dt.timedelta(hours=1), [], "cli:admin")
-    holding, release = threading.Event(), threading.Event()
-    errors: list[BaseException] = []
-
-    def first() -> None:
-        try:
-            with sessions.begin() as s:
-                enroll(s, ca, token, csr_pem, "web-01", "0.1.0", "linux")
-                holding.set()
-                assert release.wait(WAIT_S)
-        except BaseException as exc:
-            errors.append(exc)
-
-    def second() -> None:
-        try:
-            with sessions.begin() as s:
-                enroll(s, ca, token, csr_pem, "web-02", "0.1.0", "linux")
-        except BaseException as exc:
-            errors.append(exc)
-
-    t1 = threading.Thread(target=first)
-    t1.start()
-    assert holding.wait(WAIT_S)
-    t2 = threading.Thread(target=second)
-    t2.start()
     # PostgreSQL: the second waits for the first (the token's row, or the audit log's lock), then finds
     # the token used and creates nothing.
-    wait_for_a_lock_waiter(sessions.kw["bind"])
-    release.set()
-    t1.join(WAIT_S)
-    t2.join(WAIT_S)
+    errors = race(sessions, lambda s: enroll(s, ca, token, csr_pem, "web-01", "0.1.0", "linux"),
+                  lambda s: enroll(s, ca, token, csr_pem, "web-02", "0.1.0", "linux"))
     assert len(errors) == 1 and isinstance(errors[0], EnrollmentError), errors
     assert "already used" in str(errors[0])
     with sessions() as s:
