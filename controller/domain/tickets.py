@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -147,6 +148,14 @@ def apply_outcomes(
     return touched
 
 
+def _update(row: Finding, **values: Any) -> None:
+    """Assign only what changed: most results confirm a finding as it was, and every assignment costs the
+    ORM its change tracking (and a JSON column its re-serialisation) whether the value differs or not."""
+    for name, value in values.items():
+        if getattr(row, name) != value:
+            setattr(row, name, value)
+
+
 def _apply_one(
     session: Session,
     book: Book,
@@ -167,19 +176,12 @@ def _apply_one(
         book.findings[fkey] = finding
     elif finding.status != status:
         finding.first_seen = now
-    finding.check_id = rule.check_id
-    finding.status = status
-    finding.severity = rule.severity
-    finding.baseline = rule.baseline
-    finding.baseline_version = rule.baseline_version
-    finding.refs = list(rule.refs)
-    finding.message = outcome.message
-    finding.evidence = outcome.evidence
-    finding.last_seen = now
-    finding.result_id = result_id
     covered = None if outcome.passed else exceptions.covering(
         book.exceptions, asset, book.hostname, book.tags, rule.rule_id, outcome.subject)
-    finding.exception_id = covered.id if covered is not None else None
+    _update(finding, check_id=rule.check_id, status=status, severity=rule.severity, baseline=rule.baseline,
+            baseline_version=rule.baseline_version, refs=list(rule.refs), message=outcome.message,
+            evidence=outcome.evidence, last_seen=now, result_id=result_id,
+            exception_id=covered.id if covered is not None else None)
 
     key = dedupe_key(asset, rule.baseline, rule.rule_id, outcome.subject)
     ticket = book.tickets.get(key)
