@@ -58,8 +58,10 @@ class Agent(Base):
     cert_serial: Mapped[str] = mapped_column(String(64))
     cert_not_after: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    # Highest sequence stored for this agent.
+    # Highest sequence stored for this agent in its current spool incarnation.
     max_sequence: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The agent's current spool incarnation ("" for agents that predate incarnations).
+    incarnation: Mapped[str] = mapped_column(String(32), default="")
     checks: Mapped[list[Any]] = mapped_column(JSON, default=list)
     spool_depth: Mapped[int] = mapped_column(BigInteger, default=0)
     dropped_records: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -80,11 +82,12 @@ class EnrollmentTokenRow(Base):
 
 
 class Result(Base):
-    """One report as received: stored exactly once per (agent, sequence)."""
+    """One report as received: stored exactly once per (agent, spool incarnation, sequence)."""
 
     __tablename__ = "results"
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"))
+    incarnation: Mapped[str] = mapped_column(String(32), default="")
     sequence: Mapped[int] = mapped_column(BigInteger)
     check_id: Mapped[str] = mapped_column(String(32))
     check_version: Mapped[int] = mapped_column(Integer)
@@ -97,9 +100,57 @@ class Result(Base):
     # The report as it came over the wire, kept as evidence (TPEx-CPA 3(12)6).
     raw: Mapped[bytes] = mapped_column(LargeBinary)
     __table_args__ = (
-        UniqueConstraint("agent_id", "sequence", name="uq_results_agent_sequence"),
+        UniqueConstraint("agent_id", "incarnation", "sequence", name="uq_results_agent_incarnation_sequence"),
         Index("ix_results_agent_check", "agent_id", "check_id"),
     )
+
+
+class AgentIncarnation(Base):
+    """One spool incarnation of an agent: a new one means the agent's spool was recreated (deleted, or
+    moved aside as damaged), and results spooled before it and not yet delivered may be lost."""
+
+    __tablename__ = "agent_incarnations"
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"), primary_key=True)
+    incarnation: Mapped[str] = mapped_column(String(32), primary_key=True)
+    first_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    # What the agent said about why it began ("" when it did not know).
+    note: Mapped[str] = mapped_column(Text, default="")
+    # Highest sequence stored in this incarnation, and how many reports were stored.
+    max_sequence: Mapped[int] = mapped_column(BigInteger, default=0)
+    reports: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class SequenceGap(Base):
+    """Sequences of one incarnation that never arrived: a sequence above the highest one stored plus one."""
+
+    __tablename__ = "sequence_gaps"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"), index=True)
+    incarnation: Mapped[str] = mapped_column(String(32))
+    first: Mapped[int] = mapped_column(BigInteger)
+    last: Mapped[int] = mapped_column(BigInteger)
+    found_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    # Sequences of the range that arrived later after all (resent out of order).
+    filled: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class QuarantinedReport(Base):
+    """A report the controller refused (malformed, too large, out of range), kept instead of dropped."""
+
+    __tablename__ = "quarantined_reports"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"), index=True)
+    incarnation: Mapped[str] = mapped_column(String(32), default="")
+    # As sent (uint64 on the wire): kept as text so a value past 2^63 - 1 is kept too.
+    sequence: Mapped[str] = mapped_column(String(24))
+    check_id: Mapped[str] = mapped_column(String(32), default="")
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    reason: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    # The report as received, cut at controller.domain.ingest.MAX_QUARANTINE_BYTES (size and sha256 are
+    # of the whole report).
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Baseline(Base):
@@ -219,6 +270,18 @@ class AuditEntry(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class LoginThrottle(Base):
+    """Failed sign-ins per (account name, source address), for names that exist and names that do not
+    alike, so that the answer never tells which accounts exist (controller.domain.users)."""
+
+    __tablename__ = "login_throttle"
+    username: Mapped[str] = mapped_column(String(128), primary_key=True)
+    source: Mapped[str] = mapped_column(String(255), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    first_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    last_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
 
 
 class Lock(Base):

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aproto/vigil/v1/agent.proto\x12\x08vigil.v1\"\x83\x01\n\x0b\x41gentResult\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x13\n\x0bspool_depth\x18\x02 \x01(\x04\x12\x17\n\x0f\x64ropped_records\x18\x03 \x01(\x04\x12\x13\n\x0bspool_bytes\x18\x04 \x01(\x04\x12\x10\n\x08uptime_s\x18\x05 \x01(\x01\x12\x0e\n\x06rss_mb\x18\x06 \x01(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aproto/vigil/v1/agent.proto\x12\x08vigil.v1\"\xec\x01\n\x0b\x41gentResult\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x13\n\x0bspool_depth\x18\x02 \x01(\x04\x12\x17\n\x0f\x64ropped_records\x18\x03 \x01(\x04\x12\x13\n\x0bspool_bytes\x18\x04 \x01(\x04\x12\x10\n\x08uptime_s\x18\x05 \x01(\x01\x12\x0e\n\x06rss_mb\x18\x06 \x01(\x01\x12\x15\n\rdropped_total\x18\x07 \x01(\x04\x12\x18\n\x10pending_recovery\x18\x08 \x01(\x04\x12\x1b\n\x13quarantined_records\x18\t \x01(\x04\x12\x19\n\x11spool_incarnation\x18\n \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,5 +32,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.vigil.v1.agent_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_AGENTRESULT']._serialized_start=41
-  _globals['_AGENTRESULT']._serialized_end=172
+  _globals['_AGENTRESULT']._serialized_end=277
 # @@protoc_insertion_point(module_scope)

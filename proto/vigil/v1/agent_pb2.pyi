@@ -26,15 +26,31 @@ class AgentResult(_message.Message):
     SPOOL_BYTES_FIELD_NUMBER: _builtins.int
     UPTIME_S_FIELD_NUMBER: _builtins.int
     RSS_MB_FIELD_NUMBER: _builtins.int
+    DROPPED_TOTAL_FIELD_NUMBER: _builtins.int
+    PENDING_RECOVERY_FIELD_NUMBER: _builtins.int
+    QUARANTINED_RECORDS_FIELD_NUMBER: _builtins.int
+    SPOOL_INCARNATION_FIELD_NUMBER: _builtins.int
     version: _builtins.str
     spool_depth: _builtins.int
     """Results waiting in the spool for an acknowledgement."""
     dropped_records: _builtins.int
-    """Results the spool had to drop because it was full since the agent started keeping count."""
+    """Results the spool had to drop because it was full, in the current overflow episode: counted from
+    the first drop after everything dropped before had been collected again (0 when nothing was ever
+    dropped). Stays at the episode's count once recovered, until the next drop starts a new episode.
+    """
     spool_bytes: _builtins.int
     uptime_s: _builtins.float
     rss_mb: _builtins.float
-    """Next field: 7"""
+    dropped_total: _builtins.int
+    """Results dropped since this spool incarnation began, over all episodes."""
+    pending_recovery: _builtins.int
+    """Tasks whose dropped results have not been collected again yet (a fim root is re-scanned, any other
+    check runs again, once the spool has room). 0 means the episode is recovered.
+    """
+    quarantined_records: _builtins.int
+    """Reports held in the agent's quarantine: refused by the controller, or found damaged in the spool."""
+    spool_incarnation: _builtins.str
+    """Next field: 11"""
     def __init__(
         self,
         *,
@@ -44,10 +60,14 @@ class AgentResult(_message.Message):
         spool_bytes: _builtins.int = ...,
         uptime_s: _builtins.float = ...,
         rss_mb: _builtins.float = ...,
+        dropped_total: _builtins.int = ...,
+        pending_recovery: _builtins.int = ...,
+        quarantined_records: _builtins.int = ...,
+        spool_incarnation: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dropped_records", b"dropped_records", "rss_mb", b"rss_mb", "spool_bytes", b"spool_bytes", "spool_depth", b"spool_depth", "uptime_s", b"uptime_s", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dropped_records", b"dropped_records", "dropped_total", b"dropped_total", "pending_recovery", b"pending_recovery", "quarantined_records", b"quarantined_records", "rss_mb", b"rss_mb", "spool_bytes", b"spool_bytes", "spool_depth", b"spool_depth", "spool_incarnation", b"spool_incarnation", "uptime_s", b"uptime_s", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -28,7 +28,7 @@ from proto.vigil.v1 import common_pb2 as proto_dot_vigil_dot_v1_dot_common__pb2
 from proto.vigil.v1 import report_pb2 as proto_dot_vigil_dot_v1_dot_report__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"proto/vigil/v1/agent_service.proto\x12\x08vigil.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bproto/vigil/v1/common.proto\x1a\x1bproto/vigil/v1/report.proto\"d\n\rEnrollRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\x0c\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\x15\n\ragent_version\x18\x04 \x01(\t\x12\n\n\x02os\x18\x05 \x01(\t\"Q\n\x0e\x45nrollResponse\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x02 \x01(\x0c\x12\x14\n\x0c\x63\x61_chain_pem\x18\x03 \x01(\x0c\"z\n\x05Hello\x12\x15\n\ragent_version\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\n\n\x02os\x18\x03 \x01(\t\x12)\n\x06\x63hecks\x18\x04 \x03(\x0b\x32\x19.vigil.v1.CheckCapability\x12\x11\n\tpolicy_id\x18\x05 \x01(\t\"f\n\tHeartbeat\x12+\n\x07sent_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bspool_depth\x18\x02 \x01(\x04\x12\x17\n\x0f\x64ropped_records\x18\x03 \x01(\x04\"\x85\x01\n\x0c\x41gentMessage\x12 \n\x05hello\x18\x01 \x01(\x0b\x32\x0f.vigil.v1.HelloH\x00\x12\"\n\x06report\x18\x02 \x01(\x0b\x32\x10.vigil.v1.ReportH\x00\x12(\n\theartbeat\x18\x03 \x01(\x0b\x32\x13.vigil.v1.HeartbeatH\x00\x42\x05\n\x03msg\"\x9d\x01\n\x03\x41\x63k\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12&\n\x07outcome\x18\x02 \x01(\x0e\x32\x15.vigil.v1.Ack.Outcome\x12\x0f\n\x07message\x18\x03 \x01(\t\"K\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\n\n\x06STORED\x10\x01\x12\r\n\tDUPLICATE\x10\x02\x12\x0c\n\x08REJECTED\x10\x03\"f\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08\x63heck_id\x18\x02 \x01(\t\x12\x12\n\ninterval_s\x18\x03 \x01(\r\x12\'\n\x06params\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"X\n\x06Policy\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\x1d\n\x05tasks\x18\x02 \x03(\x0b\x32\x0e.vigil.v1.Task\x12\x1c\n\x14heartbeat_interval_s\x18\x03 \x01(\r\"\x84\x01\n\x07\x43ommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.vigil.v1.Command.Kind\x12\x11\n\tcheck_ids\x18\x03 \x03(\t\",\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0e\n\nRUN_CHECKS\x10\x01\"\x82\x01\n\x11\x43ontrollerMessage\x12\x1c\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\r.vigil.v1.AckH\x00\x12\"\n\x06policy\x18\x02 \x01(\x0b\x32\x10.vigil.v1.PolicyH\x00\x12$\n\x07\x63ommand\x18\x03 \x01(\x0b\x32\x11.vigil.v1.CommandH\x00\x42\x05\n\x03msg2I\n\nEnrollment\x12;\n\x06\x45nroll\x12\x17.vigil.v1.EnrollRequest\x1a\x18.vigil.v1.EnrollResponse2R\n\x0c\x41gentChannel\x12\x42\n\x07\x43onnect\x12\x16.vigil.v1.AgentMessage\x1a\x1b.vigil.v1.ControllerMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"proto/vigil/v1/agent_service.proto\x12\x08vigil.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bproto/vigil/v1/common.proto\x1a\x1bproto/vigil/v1/report.proto\"d\n\rEnrollRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\x0c\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\x15\n\ragent_version\x18\x04 \x01(\t\x12\n\n\x02os\x18\x05 \x01(\t\"Q\n\x0e\x45nrollResponse\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x02 \x01(\x0c\x12\x14\n\x0c\x63\x61_chain_pem\x18\x03 \x01(\x0c\"\xaf\x01\n\x05Hello\x12\x15\n\ragent_version\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\n\n\x02os\x18\x03 \x01(\t\x12)\n\x06\x63hecks\x18\x04 \x03(\x0b\x32\x19.vigil.v1.CheckCapability\x12\x11\n\tpolicy_id\x18\x05 \x01(\t\x12\x19\n\x11spool_incarnation\x18\x06 \x01(\t\x12\x18\n\x10incarnation_note\x18\x07 \x01(\t\"f\n\tHeartbeat\x12+\n\x07sent_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bspool_depth\x18\x02 \x01(\x04\x12\x17\n\x0f\x64ropped_records\x18\x03 \x01(\x04\"\x85\x01\n\x0c\x41gentMessage\x12 \n\x05hello\x18\x01 \x01(\x0b\x32\x0f.vigil.v1.HelloH\x00\x12\"\n\x06report\x18\x02 \x01(\x0b\x32\x10.vigil.v1.ReportH\x00\x12(\n\theartbeat\x18\x03 \x01(\x0b\x32\x13.vigil.v1.HeartbeatH\x00\x42\x05\n\x03msg\"\x9d\x01\n\x03\x41\x63k\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12&\n\x07outcome\x18\x02 \x01(\x0e\x32\x15.vigil.v1.Ack.Outcome\x12\x0f\n\x07message\x18\x03 \x01(\t\"K\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\n\n\x06STORED\x10\x01\x12\r\n\tDUPLICATE\x10\x02\x12\x0c\n\x08REJECTED\x10\x03\"f\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08\x63heck_id\x18\x02 \x01(\t\x12\x12\n\ninterval_s\x18\x03 \x01(\r\x12\'\n\x06params\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"X\n\x06Policy\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\x1d\n\x05tasks\x18\x02 \x03(\x0b\x32\x0e.vigil.v1.Task\x12\x1c\n\x14heartbeat_interval_s\x18\x03 \x01(\r\"\x84\x01\n\x07\x43ommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.vigil.v1.Command.Kind\x12\x11\n\tcheck_ids\x18\x03 \x03(\t\",\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0e\n\nRUN_CHECKS\x10\x01\"\x82\x01\n\x11\x43ontrollerMessage\x12\x1c\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\r.vigil.v1.AckH\x00\x12\"\n\x06policy\x18\x02 \x01(\x0b\x32\x10.vigil.v1.PolicyH\x00\x12$\n\x07\x63ommand\x18\x03 \x01(\x0b\x32\x11.vigil.v1.CommandH\x00\x42\x05\n\x03msg2I\n\nEnrollment\x12;\n\x06\x45nroll\x12\x17.vigil.v1.EnrollRequest\x1a\x18.vigil.v1.EnrollResponse2R\n\x0c\x41gentChannel\x12\x42\n\x07\x43onnect\x12\x16.vigil.v1.AgentMessage\x1a\x1b.vigil.v1.ControllerMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,28 +39,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENROLLREQUEST']._serialized_end=269
   _globals['_ENROLLRESPONSE']._serialized_start=271
   _globals['_ENROLLRESPONSE']._serialized_end=352
-  _globals['_HELLO']._serialized_start=354
-  _globals['_HELLO']._serialized_end=476
-  _globals['_HEARTBEAT']._serialized_start=478
-  _globals['_HEARTBEAT']._serialized_end=580
-  _globals['_AGENTMESSAGE']._serialized_start=583
-  _globals['_AGENTMESSAGE']._serialized_end=716
-  _globals['_ACK']._serialized_start=719
-  _globals['_ACK']._serialized_end=876
-  _globals['_ACK_OUTCOME']._serialized_start=801
-  _globals['_ACK_OUTCOME']._serialized_end=876
-  _globals['_TASK']._serialized_start=878
-  _globals['_TASK']._serialized_end=980
-  _globals['_POLICY']._serialized_start=982
-  _globals['_POLICY']._serialized_end=1070
-  _globals['_COMMAND']._serialized_start=1073
-  _globals['_COMMAND']._serialized_end=1205
-  _globals['_COMMAND_KIND']._serialized_start=1161
-  _globals['_COMMAND_KIND']._serialized_end=1205
-  _globals['_CONTROLLERMESSAGE']._serialized_start=1208
-  _globals['_CONTROLLERMESSAGE']._serialized_end=1338
-  _globals['_ENROLLMENT']._serialized_start=1340
-  _globals['_ENROLLMENT']._serialized_end=1413
-  _globals['_AGENTCHANNEL']._serialized_start=1415
-  _globals['_AGENTCHANNEL']._serialized_end=1497
+  _globals['_HELLO']._serialized_start=355
+  _globals['_HELLO']._serialized_end=530
+  _globals['_HEARTBEAT']._serialized_start=532
+  _globals['_HEARTBEAT']._serialized_end=634
+  _globals['_AGENTMESSAGE']._serialized_start=637
+  _globals['_AGENTMESSAGE']._serialized_end=770
+  _globals['_ACK']._serialized_start=773
+  _globals['_ACK']._serialized_end=930
+  _globals['_ACK_OUTCOME']._serialized_start=855
+  _globals['_ACK_OUTCOME']._serialized_end=930
+  _globals['_TASK']._serialized_start=932
+  _globals['_TASK']._serialized_end=1034
+  _globals['_POLICY']._serialized_start=1036
+  _globals['_POLICY']._serialized_end=1124
+  _globals['_COMMAND']._serialized_start=1127
+  _globals['_COMMAND']._serialized_end=1259
+  _globals['_COMMAND_KIND']._serialized_start=1215
+  _globals['_COMMAND_KIND']._serialized_end=1259
+  _globals['_CONTROLLERMESSAGE']._serialized_start=1262
+  _globals['_CONTROLLERMESSAGE']._serialized_end=1392
+  _globals['_ENROLLMENT']._serialized_start=1394
+  _globals['_ENROLLMENT']._serialized_end=1467
+  _globals['_AGENTCHANNEL']._serialized_start=1469
+  _globals['_AGENTCHANNEL']._serialized_end=1551
 # @@protoc_insertion_point(module_scope)

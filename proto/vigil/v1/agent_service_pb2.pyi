@@ -98,12 +98,22 @@ class Hello(_message.Message):
     OS_FIELD_NUMBER: _builtins.int
     CHECKS_FIELD_NUMBER: _builtins.int
     POLICY_ID_FIELD_NUMBER: _builtins.int
+    SPOOL_INCARNATION_FIELD_NUMBER: _builtins.int
+    INCARNATION_NOTE_FIELD_NUMBER: _builtins.int
     agent_version: _builtins.str
     hostname: _builtins.str
     os: _builtins.str
     policy_id: _builtins.str
-    """Id of the policy the agent runs now ("" if none), so the controller pushes only a change.
-    Next field: 6
+    """Id of the policy the agent runs now ("" if none), so the controller pushes only a change."""
+    spool_incarnation: _builtins.str
+    """The spool's incarnation: a random id created with the spool file. Sequences are unique within one
+    incarnation; a new one (spool deleted, or moved aside because it was damaged) restarts them at 1, and
+    the controller keys replay protection on (agent, incarnation, sequence).
+    """
+    incarnation_note: _builtins.str
+    """Why this incarnation began, when the agent knows ("" for the first spool of an enrollment), e.g.
+    "the previous spool failed its integrity check and was moved to spool.db.damaged-20261204T031500Z".
+    Next field: 8
     """
     @_builtins.property
     def checks(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.CheckCapability]: ...
@@ -115,10 +125,12 @@ class Hello(_message.Message):
         os: _builtins.str = ...,
         checks: _abc.Iterable[_common_pb2.CheckCapability] | None = ...,
         policy_id: _builtins.str = ...,
+        spool_incarnation: _builtins.str = ...,
+        incarnation_note: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "checks", b"checks", "hostname", b"hostname", "os", b"os", "policy_id", b"policy_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "checks", b"checks", "hostname", b"hostname", "incarnation_note", b"incarnation_note", "os", b"os", "policy_id", b"policy_id", "spool_incarnation", b"spool_incarnation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -196,7 +208,9 @@ class Ack(_message.Message):
         DUPLICATE: Ack._Outcome.ValueType  # 2
         """Already stored earlier: the agent may drop it, nothing was stored again."""
         REJECTED: Ack._Outcome.ValueType  # 3
-        """Refused for good (malformed, or a timestamp far from the controller's clock): drop it."""
+        """Refused for good (malformed, too large, out of range): the controller kept a copy in its quarantine
+        and ticketed it; the agent moves it to its own quarantine rather than deleting it.
+        """
 
     class Outcome(_Outcome, metaclass=_OutcomeEnumTypeWrapper): ...
     OUTCOME_UNSPECIFIED: Ack.Outcome.ValueType  # 0
@@ -205,7 +219,9 @@ class Ack(_message.Message):
     DUPLICATE: Ack.Outcome.ValueType  # 2
     """Already stored earlier: the agent may drop it, nothing was stored again."""
     REJECTED: Ack.Outcome.ValueType  # 3
-    """Refused for good (malformed, or a timestamp far from the controller's clock): drop it."""
+    """Refused for good (malformed, too large, out of range): the controller kept a copy in its quarantine
+    and ticketed it; the agent moves it to its own quarantine rather than deleting it.
+    """
 
     SEQUENCE_FIELD_NUMBER: _builtins.int
     OUTCOME_FIELD_NUMBER: _builtins.int

@@ -40,14 +40,19 @@ class Report(_message.Message):
     EOL_FIELD_NUMBER: _builtins.int
     NTP_FIELD_NUMBER: _builtins.int
     FIM_FIELD_NUMBER: _builtins.int
+    INCARNATION_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
-    """Monotonically increasing per agent, never reused; the controller stores each (agent, sequence)
-    once and refuses replays (SFA-ETG Art.34).
+    """Monotonically increasing per spool incarnation, never reused within it; the controller stores each
+    (agent, incarnation, sequence) once and refuses replays (SFA-ETG Art.34). At most 2^63 - 1.
     """
     check_id: _builtins.str
     check_version: _builtins.int
     task_id: _builtins.str
     """The policy task that asked for this run ("" when run by a command without a task)."""
+    incarnation: _builtins.str
+    """The spool incarnation the sequence belongs to (see Hello.spool_incarnation).
+    Next field: 17
+    """
     @_builtins.property
     def collected_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -81,10 +86,11 @@ class Report(_message.Message):
         eol: _eol_pb2.EolResult | None = ...,
         ntp: _ntp_pb2.NtpResult | None = ...,
         fim: _fim_pb2.FimResult | None = ...,
+        incarnation: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "av", b"av", "collected_at", b"collected_at", "eol", b"eol", "fim", b"fim", "ntp", b"ntp", "ports", b"ports", "result", b"result", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "av", b"av", "check_id", b"check_id", "check_version", b"check_version", "collected_at", b"collected_at", "eol", b"eol", "fim", b"fim", "ntp", b"ntp", "ports", b"ports", "result", b"result", "sequence", b"sequence", "status", b"status", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "av", b"av", "check_id", b"check_id", "check_version", b"check_version", "collected_at", b"collected_at", "eol", b"eol", "fim", b"fim", "incarnation", b"incarnation", "ntp", b"ntp", "ports", b"ports", "result", b"result", "sequence", b"sequence", "status", b"status", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["ports", "agent", "av", "eol", "ntp", "fim"]  # noqa: Y015
     _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
