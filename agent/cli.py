@@ -1,4 +1,4 @@
-"""``vigil-agent``: enroll and run."""
+"""``vigil-agent``: enroll, run, and check a network device's captured output (``device parse``)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data-dir", type=Path, required=True)
     r.add_argument("--config", type=Path, default=None, help="YAML: spool_max_mb, check_timeout_s")
     add_common(r)
+    d = sub.add_parser("device", help="network devices the agent can collect from as a sensor")
+    dsub = d.add_subparsers(dest="device_cmd", required=True, metavar="COMMAND")
+    dp = dsub.add_parser(
+        "parse", help="print the facts the sensor would report from one captured command output",
+        description="Parse one captured output of a device command, as the sensor would. Platforms and "
+                    "commands: docs/devices.md (an unknown one is refused with the list).")
+    dp.add_argument("--platform", required=True, help="Netmiko platform name: cisco_ios, juniper_junos, fortinet, ...")
+    dp.add_argument("--command", required=True, help='the command whose output FILE holds, e.g. "show version"')
+    dp.add_argument("file", metavar="FILE", help="the captured output; - for standard input")
+    dp.add_argument("--json", action="store_true", help="print one JSON document")
+    dp.add_argument("--config-text", action="store_true",
+                    help="for a configuration command, also print the redacted, normalised text")
+    add_common(dp)
     return p
 
 
@@ -90,7 +103,64 @@ def main_args(args: argparse.Namespace) -> int:
         else:
             print(f"enrolled as {ident.agent_id}; start it with: vigil-agent run --data-dir {args.data_dir}")
         return 0
+    if args.cmd == "device":
+        return device_parse(args)
     return run_agent(RunArgs(args.data_dir, args.config, args.debug))
+
+
+# Larger than any running configuration a device prints; a bigger file is not a captured output.
+_MAX_CAPTURE_BYTES = 64 * 1024 * 1024
+
+
+def _read_capture(name: str) -> str:
+    from common.errors import VigilError
+
+    try:
+        if name == "-":
+            data = sys.stdin.buffer.read(_MAX_CAPTURE_BYTES + 1)
+        else:
+            with open(name, "rb") as f:
+                data = f.read(_MAX_CAPTURE_BYTES + 1)
+    except OSError as exc:
+        raise VigilError(f"cannot read {name}: {exc.strerror or exc}") from None
+    if len(data) > _MAX_CAPTURE_BYTES:
+        raise VigilError(f"{name}: larger than {_MAX_CAPTURE_BYTES // (1024 * 1024)} MiB; not a captured output")
+    return data.decode("utf-8", errors="replace")
+
+
+def _lines(prefix: str, value: object) -> list[str]:
+    if isinstance(value, dict):
+        return [line for k, v in value.items() for line in _lines(f"{prefix}.{k}" if prefix else k, v)]
+    if isinstance(value, list):
+        return [line for i, v in enumerate(value) for line in _lines(f"{prefix}[{i}]", v)]
+    if value is None:
+        return []
+    return [f"{prefix}: {str(value).lower() if isinstance(value, bool) else value}"]
+
+
+def device_parse(args: argparse.Namespace) -> int:
+    """``vigil-agent device parse``: exit 2 for an unknown platform or command, 1 for unreadable output."""
+    from checks.device import UnknownDeviceCommand, parse, parser_for
+    from common.cli import print_json
+    from common.errors import UsageError
+
+    try:
+        parser_for(args.platform, args.command)
+    except UnknownDeviceCommand as exc:
+        raise UsageError(str(exc)) from None
+    facts = parse(args.platform, args.command, _read_capture(args.file))
+    doc = facts.to_dict()
+    if args.config_text and facts.config is not None:
+        doc["config"]["text"] = facts.config.text
+    if args.json:
+        print_json(doc)
+        return 0
+    text = doc.get("config", {}).pop("text", None) if doc.get("config") else None
+    for line in _lines("", doc):
+        print(line)
+    if text is not None:
+        sys.stdout.write("--- normalised configuration ---\n" + text)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
