@@ -30,9 +30,16 @@ _PROMPT = re.compile(
 _JUNOS_CONTEXT = re.compile(r"^\{[\w:\-]+\}$")
 
 
+# "Erase to end of line" (CSI K, CSI 0K) is what pagers send after a CR; it is kept, as this one
+# character, until :func:`_terminal` has applied it. CSI 2K erases the whole line.
+_ERASE_EOL = "\ue000"
+_ERASE_LINE = "\ue001"
+_ERASES = re.compile(r"\x1b\[(0?|2)K")
+
+
 def _terminal(line: str) -> str:
     """One line as a terminal would show it: a backspace moves left, a CR returns, text overwrites."""
-    if "\b" not in line and "\r" not in line:
+    if "\b" not in line and "\r" not in line and _ERASE_EOL not in line and _ERASE_LINE not in line:
         return line
     cells: list[str] = []
     cursor = 0
@@ -41,6 +48,10 @@ def _terminal(line: str) -> str:
             cursor = max(0, cursor - 1)
         elif ch == "\r":
             cursor = 0
+        elif ch == _ERASE_EOL:
+            del cells[cursor:]
+        elif ch == _ERASE_LINE:
+            cells = [" "] * cursor
         else:
             if cursor < len(cells):
                 cells[cursor] = ch
@@ -65,15 +76,17 @@ def _is_echo(line: str, command: str) -> bool:
     ) and len(typed) >= min(len(wanted), 2)
 
 
-def _is_bare_prompt(line: str) -> bool:
+def _is_trailing_prompt(line: str) -> bool:
+    """The prompt after the output, alone or with what was typed next ("SW1#", "SW1#exit", "{master:0}")."""
     match = _PROMPT.match(line)
-    return (match is not None and not line[match.end():].strip()) or bool(_JUNOS_CONTEXT.match(line.strip()))
+    return (match is not None and len(line[match.end():].split()) <= 3) or bool(_JUNOS_CONTEXT.match(line.strip()))
 
 
 def clean_lines(text: str, command: str = "") -> list[str]:
     """The output's lines, cleaned (see the module docstring); trailing spaces removed."""
     text = text.replace("\ufeff", "")
     text = re.sub(r"\r+\n", "\n", text)
+    text = _ERASES.sub(lambda m: _ERASE_LINE if m.group(1) == "2" else _ERASE_EOL, text)
     text = _ANSI.sub("", text)
     lines: list[str] = []
     for raw in text.split("\n"):
@@ -88,7 +101,7 @@ def clean_lines(text: str, command: str = "") -> list[str]:
         echoes = [i for i, line in enumerate(lines) if _is_echo(line, command)]
         if echoes:
             lines = lines[echoes[-1] + 1:]
-    while lines and (not lines[-1].strip() or _is_bare_prompt(lines[-1])):
+    while lines and (not lines[-1].strip() or _is_trailing_prompt(lines[-1])):
         lines.pop()
     while lines and not lines[0].strip():
         lines.pop(0)
