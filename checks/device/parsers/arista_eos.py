@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 
@@ -22,9 +23,34 @@ _MODEL = re.compile(r"^\s*Arista\s+(?P<model>\S+)")
 _VERSION = re.compile(r"^(?P<v>\d+\.\d+[\w.]*?)(?:-\d+\.\w+)?(?:\s|$)")
 
 
+def _json_version(lines: list[str]) -> Facts | None:
+    """``show version | json``: modelName, version, serialNumber, uptime (seconds)."""
+    body = "\n".join(lines).strip()
+    if not body.startswith("{"):
+        return None
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        raise DeviceParseError(PLATFORM, "show version", "'show version' text or valid '| json' output") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("version"), str):
+        raise DeviceParseError(PLATFORM, "show version", "a JSON object with a \"version\" string")
+    version = _VERSION.match(doc["version"])
+    uptime = doc.get("uptime")
+    return Facts(
+        platform=PLATFORM, command="show version", vendor="Arista", os_name="EOS",
+        version=version["v"] if version else doc["version"],
+        model=doc.get("modelName") or None if isinstance(doc.get("modelName"), str) else None,
+        serial=doc.get("serialNumber") or None if isinstance(doc.get("serialNumber"), str) else None,
+        uptime_seconds=int(uptime) if isinstance(uptime, int | float) else None,
+    )
+
+
 def parse_show_version(text: str) -> Facts:
     """``show version`` of EOS 4.x."""
     lines = clean_lines(text, "show version")
+    as_json = _json_version(lines)
+    if as_json is not None:
+        return as_json
     values = key_values(lines)
     image = values.get("Software image version", "")
     version = _VERSION.match(image)

@@ -6,6 +6,7 @@ without its bracketed note: ``7.0(3)I4(3)``, ``9.3(10)``, ``10.3(3)``, ``6.0(2)N
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 
@@ -25,9 +26,39 @@ _DEVICE_NAME = re.compile(r"^\s*Device name\s*:\s*(?P<host>\S+)", re.IGNORECASE)
 _UPTIME = re.compile(r"^\s*Kernel uptime is\s+(?P<up>.+?)\s*$", re.IGNORECASE)
 
 
+def _json_version(body: str) -> Facts:
+    """``show version | json``: nxos_ver_str (sys_ver_str before 7.x), chassis_id, proc_board_id, host_name."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        raise DeviceParseError(PLATFORM, "show version", "'show version' text or valid '| json' output") from None
+    version = doc.get("nxos_ver_str") or doc.get("sys_ver_str") or doc.get("kickstart_ver_str") \
+        if isinstance(doc, dict) else None
+    if not isinstance(version, str) or not version:
+        raise DeviceParseError(PLATFORM, "show version", "a JSON object with \"nxos_ver_str\" or \"sys_ver_str\"")
+    chassis = doc.get("chassis_id")
+    model = _CHASSIS.match(f"cisco {chassis}") if isinstance(chassis, str) else None
+    parts = [doc.get(f"kern_uptm_{unit}") for unit in ("days", "hrs", "mins", "secs")]
+    uptime = None
+    if all(isinstance(p, int | str) and str(p).isdigit() for p in parts):
+        days, hours, minutes, seconds = (int(str(p)) for p in parts)
+        uptime = ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+    def text(key: str) -> str | None:
+        value = doc.get(key)
+        return value.strip() or None if isinstance(value, str) else None
+
+    return Facts(platform=PLATFORM, command="show version", vendor="Cisco", os_name="NX-OS",
+                 version=version.split()[0], hostname=text("host_name"),
+                 model=model["model"] if model else text("chassis_id"), serial=text("proc_board_id"),
+                 uptime_seconds=uptime, image=text("nxos_file_name") or text("isan_file_name"))
+
+
 def parse_show_version(text: str) -> Facts:
-    """``show version``: the Software and Hardware blocks, device name and kernel uptime."""
+    """``show version``: the Software and Hardware blocks, device name and kernel uptime (or its ``| json``)."""
     lines = clean_lines(text, "show version")
+    if "\n".join(lines).lstrip().startswith("{"):
+        return _json_version("\n".join(lines))
     version = first(_VERSION, lines)
     if version is None:
         raise DeviceParseError(PLATFORM, "show version", "a line 'NXOS: version X' or 'system: version X'; found none")

@@ -25,10 +25,16 @@ _PACKAGES = ("app", "av", "threat", "wildfire", "wf-private", "url-filtering", "
              "global-protect-datafile", "global-protect-clientless-vpn")
 
 
+_XML_FIELD = re.compile(r"<([a-z][\w-]*)>([^<>]*)</\1>")
+
+
 def parse_show_system_info(text: str) -> Facts:
     """``show system info`` of PAN-OS 8.x-11.x."""
     lines = clean_lines(text, "show system info")
     values = key_values(lines)
+    if "sw-version" not in values:
+        # The same command through the XML API, or "set cli config-output-format xml": <sw-version>..</sw-version>.
+        values = {k: v.strip() for k, v in _XML_FIELD.findall("\n".join(lines))} or values
     version = none_if_blank(values.get("sw-version"))
     if version is None:
         raise DeviceParseError(PLATFORM, "show system info", "a line 'sw-version: X'; found none")
