@@ -16,7 +16,8 @@ _ANSI = re.compile(
     r"|\x1b[()][0-9A-Za-z]"  # character set selection
     r"|\x1b[=>78DEHMNOZc]"  # keypad modes, save/restore cursor, index
 )
-_CONTROL = re.compile(r"[\x00-\x07\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f]")
+# Control characters left once the escapes are read, a stray ESC included.
+_CONTROL = re.compile(r"[\x00-\x07\x0b\x0c\x0e-\x1f\x7f]")
 _PAGER = re.compile(
     r"\s*(?:-- ?More ?--|<-+ More -+>|-+\(more(?: \d+%)?\)-+|--\(more\)--|\(END\))\s*",
     re.IGNORECASE,

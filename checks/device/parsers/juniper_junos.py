@@ -20,8 +20,9 @@ from checks.device.model import Facts, InventoryItem, NtpPeer, NtpState
 PLATFORM = "juniper_junos"
 
 _JUNOS = re.compile(r"^\s*Junos:\s+(?P<v>\S+)", re.IGNORECASE)
+# Packages whose bracket holds the release (before 15.1); "JUNOS OS Kernel 64-bit [20201023...]" holds a build.
 _BRACKETED = re.compile(r"^\s*JUNOS (?:Software Release|Base OS boot|EX\s+Software Suite|Base OS Software Suite|"
-                        r"OS Kernel 64-bit|Kernel Software Suite)\s*\[(?P<v>[^\]]+)\]", re.IGNORECASE)
+                        r"Kernel Software Suite)\s*\[(?P<v>[^\]]+)\]", re.IGNORECASE)
 _HOSTNAME = re.compile(r"^\s*Hostname:\s*(?P<host>\S+)", re.IGNORECASE)
 _MODEL = re.compile(r"^\s*Model:\s*(?P<model>\S+)", re.IGNORECASE)
 _MEMBER = re.compile(r"^\s*(?:fpc\d+|node\d+|re\d+|localre|member\d+|lcc\d+-re\d+|sfc\d+-re\d+)\s*:\s*$",
