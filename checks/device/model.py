@@ -8,7 +8,7 @@ Example, ``show version`` of a Catalyst 2960-X::
 
     Facts(platform="cisco_ios", command="show version", vendor="Cisco", os_name="IOS",
           version="15.2(4)E10", hostname="SW1", model="WS-C2960X-48FPD-L", serial="FOC1234X5YZ",
-          uptime="1 year, 12 weeks, 3 days, 4 hours, 21 minutes", uptime_seconds=39_761_260, ...)
+          uptime="1 year, 12 weeks, 3 days, 4 hours, 21 minutes", uptime_seconds=39_068_460, ...)
 
 NTP state is shaped like the ``ntp`` check's result (``synchronized``, ``offset_ms`` with NTP's sign
 — reference minus local —, ``stratum``, ``reference``, ``sources``) so that the same judge can take it.
@@ -60,6 +60,26 @@ class NtpState:
     stratum: int | None = None
     reference: str | None = None
     sources: tuple[NtpPeer, ...] = ()
+
+    def ntp_result_fields(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`checks.ntp.parse.NtpResult` for this state, so that the ``ntp``
+        judge takes a device's clock as it takes a host's (unknown numbers become the result's 0)."""
+        offset = self.offset_ms if self.synchronized else None
+        return {
+            "daemon": "device",
+            "daemon_running": True,
+            "synchronized": self.synchronized,
+            "offset_ms": offset or 0.0,
+            "offset_source": "daemon" if offset is not None else "",
+            "daemon_offset_ms": offset or 0.0,
+            "stratum": self.stratum or 0,
+            "reference": self.reference or "",
+            "sources": [
+                {"address": p.address, "stratum": p.stratum or 0, "offset_ms": p.offset_ms or 0.0,
+                 "delay_ms": p.delay_ms or 0.0, "selected": p.selected, "state": p.state}
+                for p in self.sources
+            ],
+        }
 
 
 @dataclass(frozen=True)
