@@ -50,13 +50,28 @@ CONFIG_COMMANDS: Mapping[str, str] = {
 }
 
 
+def canonical_command(platform: str, command: str) -> str | None:
+    """The platform's command that ``command`` names, abbreviated as the CLI allows ("sh ver"), else None.
+
+    Repeated spaces do not count; an abbreviation must match exactly one command word for word.
+    """
+    commands = PLATFORMS.get(platform, {})
+    wanted = " ".join(command.split())
+    if wanted in commands:
+        return wanted
+    typed = wanted.lower().split()
+    matches = [c for c in commands if len(c.split()) == len(typed)
+               and all(w.startswith(t) for t, w in zip(typed, c.lower().split(), strict=True))]
+    return matches[0] if len(matches) == 1 else None
+
+
 def parser_for(platform: str, command: str) -> Parser:
     """The parser of ``command`` on ``platform``; :class:`UnknownDeviceCommand` lists the known ones."""
     commands = PLATFORMS.get(platform)
     if commands is None:
         raise UnknownDeviceCommand(f"unknown platform {platform!r}; known: {', '.join(sorted(PLATFORMS))}")
-    wanted = " ".join(command.split())
-    parser = commands.get(wanted)
+    wanted = canonical_command(platform, command)
+    parser = commands.get(wanted) if wanted is not None else None
     if parser is None:
         known = "; ".join(f"'{c}'" for c in commands)
         raise UnknownDeviceCommand(f"no parser for {command!r} on {platform}; known commands: {known}")
@@ -70,7 +85,7 @@ def parse(platform: str, command: str, text: str) -> Facts:
     the parser is shared with another) and nothing else, whatever the text holds.
     """
     parser = parser_for(platform, command)
-    wanted = " ".join(command.split())
+    wanted = canonical_command(platform, command) or command
     try:
         facts = parser(text)
     except DeviceParseError as exc:
@@ -78,4 +93,4 @@ def parse(platform: str, command: str, text: str) -> Facts:
     except (ValueError, IndexError, KeyError, TypeError, AttributeError, OverflowError) as exc:
         # A parser bug must still not reach the operator as a traceback.
         raise DeviceParseError(platform, wanted, f"output this parser can read (it stopped at: {exc})") from None
-    return dataclasses.replace(facts, platform=platform)
+    return dataclasses.replace(facts, platform=platform, command=wanted)

@@ -56,6 +56,14 @@ def test_unknown_platform_or_command_is_a_usage_error_listing_the_known_ones(arg
     assert out.stdout == ""
 
 
+def test_an_abbreviated_command_is_read_as_the_device_reads_it() -> None:
+    out = _run("--platform", "cisco_nxos", "--command", "sh ver", str(VERSION), "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["command"] == "show version"
+    ambiguous = _run("--platform", "cisco_ios", "--command", "sh ntp", str(VERSION))
+    assert ambiguous.returncode == 2 and "no parser for 'sh ntp' on cisco_ios" in ambiguous.stderr
+
+
 def test_unparseable_output_is_one_line_naming_platform_and_command(tmp_path: Path) -> None:
     bad = tmp_path / "capture.txt"
     bad.write_text("% Invalid input detected at '^' marker.\n")
