@@ -87,6 +87,9 @@ def clean_lines(text: str, command: str = "") -> list[str]:
     """The output's lines, cleaned (see the module docstring); trailing spaces removed."""
     text = text.replace("\ufeff", "")
     text = re.sub(r"\r+\n", "\n", text)
+    if "\n" not in text.rstrip("\r"):
+        # CR alone ends lines (no LF anywhere): it is not a carriage return over the same line.
+        text = text.replace("\r", "\n")
     text = _ERASES.sub(lambda m: _ERASE_LINE if m.group(1) == "2" else _ERASE_EOL, text)
     text = _ANSI.sub("", text)
     lines: list[str] = []

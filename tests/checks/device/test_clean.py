@@ -10,6 +10,8 @@ from checks.device import clean
 @pytest.mark.parametrize(("raw", "command", "want"), [
     ("a\r\nb\r\n", "", "a\nb"),
     ("a\r\r\nb", "", "a\nb"),
+    ("a\rb\rc\r", "", "a\nb\nc"),
+    ("a\n\rb", "", "a\nb"),
     (" --More-- \b\b\b\b\b\b\b\b\b\b          \b\b\b\b\b\b\b\b\b\bnext line", "", "next line"),
     (" --More-- \r\x1b[Kab", "", "ab"),
     ("\x1b[7m--More--\x1b[m\r        \rHardware", "", "Hardware"),
