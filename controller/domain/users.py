@@ -6,9 +6,17 @@ changes; admin also manages baselines, users, approvals and tokens.
 
 Interactive login (the web UI) lives here too, so that every door shares one set of rules:
 :func:`check_login` (password), :func:`verify_totp` (RFC 6238 second factor, required for admins and for
-anyone who enrolled), :func:`complete_login`. :data:`MAX_FAILED_LOGINS` consecutive failures, wrong
-passwords and wrong codes alike, lock the account (TSA-ET Art.9, SFA-ETG Art.36) until an admin runs
-``vigil-controller user unlock``; locking ends the user's browser sessions at once.
+anyone who enrolled), :func:`complete_login`.
+
+The lockout (TSA-ET Art.9, SFA-ETG Art.36) never tells whether an account exists and does not let a stranger
+lock anyone out from one address: failed passwords are counted per (account name, source address) in
+``login_throttle``, for names that exist and names that do not alike. :data:`MAX_FAILED_LOGINS` of them from
+one source refuse that name from that source for :data:`SOURCE_LOCK` (or until an admin unlocks it);
+:data:`MAX_FAILED_TOTAL` for one account within :data:`THROTTLE_WINDOW`, from any sources, lock the account
+for everyone (``users.locked``) until an admin unlocks it. Every refusal of a password sign-in is the same
+:data:`REFUSED` text and costs one password hash. A wrong second-factor code comes from someone who knows the
+password: :data:`MAX_FAILED_LOGINS` consecutive ones lock the account. Locking and disabling end the user's
+browser sessions at once, and a locked or disabled user's API keys are refused.
 """
 
 from __future__ import annotations
@@ -20,19 +28,25 @@ import hashlib
 import hmac
 import secrets
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from common.errors import UsageError
 from controller.domain import audit
 from controller.errors import Conflict, ControllerError, Forbidden, NotFound
-from controller.storage.models import ApiKey, User, WebSession
+from controller.storage.models import ApiKey, LoginThrottle, User, WebSession
 
 ROLES = ("viewer", "analyst", "admin")
 _RANK = {r: i for i, r in enumerate(ROLES)}
 MIN_PASSWORD = 12
 _N, _R, _P = 2**14, 8, 1
 MAX_FAILED_LOGINS = 5
+MAX_FAILED_TOTAL = 20
+SOURCE_LOCK = dt.timedelta(minutes=15)
+THROTTLE_WINDOW = dt.timedelta(hours=24)
+# Rows older than THROTTLE_WINDOW are deleted as sign-ins arrive, at most this many per sign-in.
+_PRUNE_BATCH = 500
 TOTP_STEP = 30
 TOTP_DIGITS = 6
 TOTP_ISSUER = "Vigil"
@@ -103,18 +117,96 @@ def create_api_key(session: Session, username: str, actor: str) -> str:
     return f"vk_{key_id}_{secret}"
 
 
-def user_for_api_key(session: Session, key: str) -> User | None:
+def check_api_key(session: Session, key: str) -> tuple[User | None, ApiKey | None, str]:
+    """(the key's user, the key row, "") for a key that may be used now; else (None, the row if the key id is
+    known, why it is refused). A key is refused when revoked, when its secret is wrong and when its user is
+    locked or disabled."""
     parts = key.split("_", 2)
-    if len(parts) != 3 or parts[0] != "vk":
-        return None
+    if len(parts) != 3 or parts[0] != "vk" or not parts[1] or len(parts[1]) > 32:
+        return None, None, "malformed key"
     row = session.execute(select(ApiKey).where(ApiKey.id == parts[1])).scalar_one_or_none()
-    if row is None or row.revoked_at is not None:
-        return None
+    if row is None:
+        return None, None, "unknown key id"
     if not hmac.compare_digest(row.key_hash, hashlib.sha256(parts[2].encode()).hexdigest()):
-        return None
+        return None, row, "wrong secret"
+    if row.revoked_at is not None:
+        return None, row, "revoked"
     user = session.get(User, row.username)
     if user is None or user.disabled:
-        return None
+        return None, row, "user disabled"
+    if user.locked:
+        return None, row, "user locked"
+    return user, row, ""
+
+
+def user_for_api_key(session: Session, key: str) -> User | None:
+    """The user of a key that may be used now (see :func:`check_api_key`), else None."""
+    return check_api_key(session, key)[0]
+
+
+def audit_rejected_key(session: Session, row: ApiKey, reason: str, client: str = "") -> None:
+    """Record that a known key was refused (revoked, wrong secret, user locked or disabled)."""
+    audit.record(session, f"apikey:{row.id}", "apikey.rejected", "apikey", row.id,
+                 {"username": row.username, "reason": reason, "client": client})
+
+
+def list_api_keys(session: Session, username: str | None = None) -> list[ApiKey]:
+    """Every API key (never its secret), or those of ``username``, oldest first."""
+    q = select(ApiKey)
+    if username:
+        if session.get(User, username) is None:
+            raise NotFound(f"no user {username!r}")
+        q = q.where(ApiKey.username == username)
+    return list(session.execute(q.order_by(ApiKey.created_at, ApiKey.id)).scalars())
+
+
+def revoke_api_key(session: Session, key_id: str, actor: str) -> ApiKey:
+    """Revoke a key for good (audited); revoking a revoked key changes nothing and records nothing."""
+    row = session.get(ApiKey, key_id.removeprefix("vk_").split("_", 1)[0]) if key_id else None
+    if row is None:
+        raise NotFound(f"no API key {key_id!r}; 'vigil-controller apikey list' shows the ids")
+    if row.revoked_at is None:
+        row.revoked_at = dt.datetime.now(dt.UTC)
+        audit.record(session, actor, "apikey.revoke", "apikey", row.id, {"username": row.username})
+    return row
+
+
+# -- users ---------------------------------------------------------------------------------------------
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.execute(select(User).order_by(User.username)).scalars())
+
+
+def _user(session: Session, username: str) -> User:
+    user = session.get(User, username) if username else None
+    if user is None:
+        raise NotFound(f"no user {username!r}")
+    return user
+
+
+def disable(session: Session, username: str, actor: str) -> User:
+    """Disable an account: it can no longer sign in, its sessions end now and its API keys are refused.
+    The last enabled admin cannot be disabled (nobody could manage users any more)."""
+    user = _user(session, username)
+    if user.disabled:
+        return user
+    if user.role == "admin":
+        others = session.execute(select(func.count()).select_from(User).where(
+            User.role == "admin", User.disabled.is_(False), User.username != username)).scalar_one()
+        if not others:
+            raise Conflict(f"{username} is the last enabled admin; enable or create another admin first")
+    user.disabled = True
+    ended = end_sessions(session, username, "disabled")
+    audit.record(session, actor, "user.disable", "user", username, {"sessions_ended": ended})
+    return user
+
+
+def enable(session: Session, username: str, actor: str) -> User:
+    user = _user(session, username)
+    if user.disabled:
+        user.disabled = False
+        audit.record(session, actor, "user.enable", "user", username, {})
     return user
 
 
@@ -128,15 +220,18 @@ def _dummy_hash() -> str:
 
 
 class LoginFailed(ControllerError, PermissionError):
-    """A login was refused. ``locked`` says the (existing) account is locked; the message never says
-    whether an unknown username exists."""
+    """A login was refused. ``locked`` says the account is now locked for everyone (only ever set after the
+    password was right, by a wrong second factor); a refused password never says more than :data:`REFUSED`."""
 
     def __init__(self, message: str, locked: bool = False) -> None:
         super().__init__(message)
         self.locked = locked
 
 
-WRONG_CREDENTIALS = "wrong username or password"
+# One answer for an unknown name, a wrong password and a locked account alike.
+REFUSED = ("wrong username or password, or too many failed sign-in attempts: wait 15 minutes or ask an admin "
+           "to unlock the account")
+WRONG_CREDENTIALS = REFUSED
 
 
 def locked_message(username: str) -> str:
@@ -153,34 +248,83 @@ def needs_mfa(user: User) -> bool:
     return user.role == "admin" or bool(user.totp_enabled)
 
 
+def _prune_throttle(session: Session, when: dt.datetime) -> None:
+    old = select(LoginThrottle.username, LoginThrottle.source).where(
+        LoginThrottle.last_at < when - THROTTLE_WINDOW).limit(_PRUNE_BATCH)
+    for name, source in session.execute(old).all():
+        session.execute(delete(LoginThrottle).where(LoginThrottle.username == name, LoginThrottle.source == source))
+
+
+def _count_failure(session: Session, name: str, source: str, when: dt.datetime) -> int:
+    """One more failure for (name, source), atomically (two sign-ins at once both count); the new count."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(LoginThrottle).values(username=name, source=source, failures=1, first_at=when, last_at=when)
+    session.execute(stmt.on_conflict_do_update(
+        index_elements=[LoginThrottle.username, LoginThrottle.source],
+        set_={"failures": LoginThrottle.failures + 1, "last_at": when}))
+    count = session.execute(select(LoginThrottle.failures).where(
+        LoginThrottle.username == name, LoginThrottle.source == source)).scalar_one()
+    return int(count)
+
+
+def _source_locked(row: LoginThrottle | None, when: dt.datetime) -> bool:
+    return row is not None and row.failures >= MAX_FAILED_LOGINS and when - row.last_at < SOURCE_LOCK
+
+
+def _total_failures(session: Session, name: str, when: dt.datetime) -> int:
+    total = session.execute(select(func.coalesce(func.sum(LoginThrottle.failures), 0)).where(
+        LoginThrottle.username == name, LoginThrottle.last_at >= when - THROTTLE_WINDOW)).scalar_one()
+    return int(total)
+
+
 def check_login(session: Session, username: str, password: str, client: str = "",
                 now: dt.datetime | None = None) -> User:
-    """The user whose password this is, or :class:`LoginFailed`. A wrong password counts towards the
-    lockout; a locked account is refused even with the right password. The failure is audited; the
-    success is not yet (see :func:`complete_login`), since a second factor may still be due."""
+    """The user whose password this is, or :class:`LoginFailed` with :data:`REFUSED`, whether the name is
+    unknown, the password wrong or the account locked (for everyone, or for this source); each costs one
+    password hash. Failures are counted per (name, source) and audited; the success is not audited yet (see
+    :func:`complete_login`), since a second factor may still be due."""
     when = _now(now)
     name = username.strip()[:128]
+    source = (client or "-")[:255]
+    _prune_throttle(session, when)
     user = session.get(User, name) if name else None
-    if user is None or user.disabled:
+    row = session.get(LoginThrottle, (name, source)) if name else None
+    if user is None or user.disabled or user.locked or _source_locked(row, when):
         check_password(password, _dummy_hash())
-        audit.record(session, name or "-", "user.login_failed", "user", name or "-",
-                     {"reason": "unknown or disabled user", "client": client}, at=when)
-        raise LoginFailed(WRONG_CREDENTIALS)
-    if user.locked:
-        check_password(password, _dummy_hash())
-        audit.record(session, name, "user.login_failed", "user", name, {"reason": "locked", "client": client},
-                     at=when)
-        raise LoginFailed(locked_message(name), locked=True)
+        if user is None or user.disabled:
+            reason = "unknown or disabled user"
+        elif user.locked:
+            reason = "locked"
+        else:
+            reason = "locked for this source"
+        details: dict[str, object] = {"reason": reason, "client": client}
+        if name and not _source_locked(row, when):
+            # Attempts already refused for the source lock do not count again: hammering from one address
+            # must not add up to the lock for everyone.
+            details["failures_from_source"] = _count_failure(session, name, source, when)
+        audit.record(session, name or "-", "user.login_failed", "user", name or "-", details, at=when)
+        raise LoginFailed(REFUSED)
     if not check_password(password, user.password_hash):
-        if record_failure(session, user, "wrong password", client, when):
-            raise LoginFailed(locked_message(name), locked=True)
-        raise LoginFailed(WRONG_CREDENTIALS)
+        failures = _count_failure(session, name, source, when)
+        total = _total_failures(session, name, when)
+        audit.record(session, name, "user.login_failed", "user", name,
+                     {"reason": "wrong password", "client": client, "failures_from_source": failures,
+                      "failures_total": total}, at=when)
+        if total >= MAX_FAILED_TOTAL:
+            lock(session, user, f"{total} failed sign-in attempts within {THROTTLE_WINDOW.total_seconds() / 3600:g} h",
+                 when)
+        elif failures >= MAX_FAILED_LOGINS:
+            audit.record(session, "system", "user.lock_source", "user", name,
+                         {"client": client, "failures": failures, "for_s": int(SOURCE_LOCK.total_seconds())},
+                         at=when)
+        raise LoginFailed(REFUSED)
     return user
 
 
 def record_failure(session: Session, user: User, reason: str, client: str = "", now: dt.datetime | None = None
                    ) -> bool:
-    """Count one failed attempt (audited); lock the account at the limit. True when it is now locked."""
+    """Count one failed second factor (audited); lock the account at the limit. True when it is now locked."""
     when = _now(now)
     user.failed_logins = (user.failed_logins or 0) + 1
     audit.record(session, user.username, "user.login_failed", "user", user.username,
@@ -212,17 +356,19 @@ def complete_login(session: Session, user: User, client: str = "", mfa: bool = F
     when = _now(now)
     user.failed_logins = 0
     user.last_login_at = when
+    session.execute(delete(LoginThrottle).where(LoginThrottle.username == user.username,
+                                                LoginThrottle.source == (client or "-")[:255]))
     audit.record(session, user.username, "user.login", "user", user.username,
                  {"mfa": "totp" if mfa else "none", "client": client}, at=when)
 
 
 def unlock(session: Session, username: str, actor: str) -> User:
-    user = session.get(User, username)
-    if user is None:
-        raise NotFound(f"no user {username!r}")
+    """Lift the lock for everyone and every per-source lock of the account, and forget its failures."""
+    user = _user(session, username)
     was = bool(user.locked)
     user.locked, user.locked_at, user.failed_logins = False, None, 0
-    audit.record(session, actor, "user.unlock", "user", username, {"was_locked": was})
+    sources = session.execute(delete(LoginThrottle).where(LoginThrottle.username == username)).rowcount  # type: ignore[attr-defined]
+    audit.record(session, actor, "user.unlock", "user", username, {"was_locked": was, "sources_cleared": sources})
     return user
 
 
@@ -296,3 +442,23 @@ def reset_totp(session: Session, username: str, actor: str) -> User:
     audit.record(session, actor, "user.totp_reset", "user", username, {})
     end_sessions(session, username, "totp_reset")
     return user
+
+
+# -- JSON views (REST, CLI) ----------------------------------------------------------------------------
+
+
+def user_json(user: User) -> dict[str, object]:
+    from controller.storage.serialize import rfc3339
+
+    return {"username": user.username, "role": user.role, "locked": bool(user.locked),
+            "disabled": bool(user.disabled), "created_at": rfc3339(user.created_at),
+            "locked_at": rfc3339(user.locked_at), "last_login_at": rfc3339(user.last_login_at),
+            "totp_enabled": bool(user.totp_enabled)}
+
+
+def api_key_json(row: ApiKey) -> dict[str, object]:
+    """A key without its secret (which is never stored)."""
+    from controller.storage.serialize import rfc3339
+
+    return {"id": row.id, "username": row.username, "created_at": rfc3339(row.created_at),
+            "revoked_at": rfc3339(row.revoked_at)}

@@ -36,11 +36,12 @@ from controller.rest import (
     notifications,
     sweeps,
     tickets,
+    users,
 )
 from controller.rest.common import AUTH, errors, need
 
 PREFIX = "/api/v1"
-_RESOURCES = (health, agents, findings, tickets, exceptions, baselines, changes, sweeps, audit)
+_RESOURCES = (health, agents, findings, tickets, exceptions, baselines, changes, sweeps, audit, users)
 
 
 def create_app(ctl: Controller) -> FastAPI:

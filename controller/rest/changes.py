@@ -12,7 +12,7 @@ from controller.core import Controller
 from controller.domain import changes
 from controller.domain.users import role_allows
 from controller.errors import NotFound
-from controller.rest.common import AUTH, Admin, Analyst, Ctl, Db, Reason, Viewer, errors
+from controller.rest.common import AUTH, Admin, Analyst, Count, Ctl, Db, Limit, Reason, Viewer, errors
 from controller.storage.models import Change
 
 router = APIRouter(tags=["changes"])
@@ -102,13 +102,13 @@ def cancel_change(change_id: str, user: Analyst, ctl: Ctl, body: Reason | None =
 def list_changes(s: Db, _: Viewer,
                  status: Annotated[str | None, Query(description="comma-separated: " + ", ".join(changes.STATUSES))
                                    ] = None,
-                 limit: Annotated[int, Query(ge=1, le=10000)] = 1000) -> list[dict[str, Any]]:
+                 limit: Limit = 1000) -> list[dict[str, Any]]:
     return [changes.change_json(c) for c in changes.list_changes(s, status, limit)]
 
 
 @router.get("/changes/{change_id}", response_model=ChangeDetail, responses=errors(*AUTH, 404))
 def get_change(change_id: str, s: Db, _: Viewer,
-               records: Annotated[int, Query(ge=0, le=10000)] = 1000) -> dict[str, Any]:
+               records: Count = 1000) -> dict[str, Any]:
     """One change with its change records (the expected file changes linked to it)."""
     c = s.get(Change, change_id)
     if c is None:

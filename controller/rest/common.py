@@ -10,18 +10,22 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Path, Request
+from fastapi import Depends, HTTPException, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from controller.core import Controller
-from controller.domain.users import role_allows, user_for_api_key
-from controller.storage.models import User
+from controller.domain.users import audit_rejected_key, check_api_key, role_allows
+from controller.storage.models import MAX_ID, User
 
-# The widest integer the databases store: larger ids cannot name a row (and would overflow the driver).
-MAX_ID = 2**63 - 1
-Id = Annotated[int, Path(ge=1, le=MAX_ID)]
+# Every integer a route takes from its path or query is one of the types below, so that an out-of-range
+# value is a 422 naming the parameter, never a database error (tests/controller/test_limits.py walks them).
+MAX_LIMIT = 10_000
+Id = Annotated[int, Path(ge=1, le=MAX_ID, description=f"1..{MAX_ID}")]
+IdQuery = Annotated[int | None, Query(ge=1, le=MAX_ID, description=f"an id, 1..{MAX_ID}")]
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"at most this many, 1..{MAX_LIMIT}")]
+Count = Annotated[int, Query(ge=0, le=MAX_LIMIT, description=f"this many, 0..{MAX_LIMIT}")]
 
 
 class ValidationIssue(BaseModel):
@@ -92,12 +96,18 @@ Db = Annotated[Session, Depends(_db)]
 _bearer = HTTPBearer(auto_error=False, description="an API key: `vigil-controller apikey create`")
 
 
-def current_user(s: Db, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> User:
+def current_user(s: Db, ctl: Ctl, request: Request,
+                 creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> User:
+    """The key's user. A revoked key, a wrong secret and a locked or disabled user get the one answer of an
+    unknown key; each refusal of a known key is audited (``apikey.rejected``)."""
     if creds is None or not creds.credentials.strip():
         raise HTTPException(401, "missing 'Authorization: Bearer <api key>' header",
                             headers={"WWW-Authenticate": "Bearer"})
-    user = user_for_api_key(s, creds.credentials.strip())
+    user, row, reason = check_api_key(s, creds.credentials.strip())
     if user is None:
+        if row is not None:
+            with ctl.sessions.begin() as w:
+                audit_rejected_key(w, row, reason, request.client.host if request.client else "")
         raise HTTPException(401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
     return user
 

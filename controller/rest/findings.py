@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from controller import vocabulary
-from controller.rest.common import AUTH, Db, Viewer, errors
+from controller.rest.common import AUTH, Db, Limit, Viewer, errors
 from controller.storage.models import Finding
 from controller.storage.serialize import finding_json
 
@@ -41,7 +41,7 @@ def list_findings(
     status: Annotated[vocabulary.Verdict | None, Query(description="pass, fail or unknown")] = None,
     check: Annotated[str | None, Query(max_length=32)] = None,
     asset: Annotated[str | None, Query(max_length=64)] = None,
-    limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+    limit: Limit = 1000,
 ) -> list[dict[str, Any]]:
     q = select(Finding)
     if status:

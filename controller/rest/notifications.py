@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel
 
 from controller.notify.config import NotifyConfig, active, default_path, load_config
-from controller.rest.common import AUTH, MAX_ID, errors
+from controller.rest.common import AUTH, Id, IdQuery, Limit, errors
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
@@ -88,7 +88,7 @@ class RetryOut(BaseModel):
 
 def register_routes(router: "APIRouter", ctl: "Controller", need: Callable[[str], Callable[..., Any]]) -> None:
     """Add the notification routes to ``router`` (the /api/v1 router of controller.rest.app)."""
-    from fastapi import Depends, HTTPException, Path, Query
+    from fastapi import Depends, HTTPException, Query
     from sqlalchemy import func, select
 
     from controller.domain import audit
@@ -112,16 +112,15 @@ def register_routes(router: "APIRouter", ctl: "Controller", need: Callable[[str]
     def stuck(created: dt.datetime, status: str, cfg: NotifyConfig, now: dt.datetime) -> bool:
         return status == "pending" and (now - created).total_seconds() >= cfg.retry.stuck_after
 
-    OutboxId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
     @router.get("/notifications/deliveries", response_model=list[DeliveryOut], responses=errors(*AUTH, 503))
     def list_deliveries(
         _: Annotated[User, Depends(need("viewer"))],
         status: Annotated[Literal["pending", "delivered", "skipped"] | None, Query()] = None,
         target: str | None = None,
-        ticket: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+        ticket: IdQuery = None,
         stuck_only: Annotated[bool, Query(alias="stuck")] = False,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        limit: Limit = 100,
     ) -> list[dict[str, Any]]:
         cfg = config()
         now = dt.datetime.now(dt.UTC)
@@ -152,7 +151,7 @@ def register_routes(router: "APIRouter", ctl: "Controller", need: Callable[[str]
 
     @router.get("/notifications/deliveries/{outbox_id}/{target}/attempts", response_model=list[AttemptOut],
                 responses=errors(*AUTH))
-    def list_attempts(outbox_id: OutboxId, target: str,
+    def list_attempts(outbox_id: Id, target: str,
                       _: Annotated[User, Depends(need("viewer"))]) -> list[dict[str, Any]]:
         with ctl.sessions() as s:
             rows = s.scalars(select(DeliveryAttempt).where(DeliveryAttempt.outbox_id == outbox_id,
@@ -215,7 +214,7 @@ def register_routes(router: "APIRouter", ctl: "Controller", need: Callable[[str]
 
     @router.post("/notifications/deliveries/{outbox_id}/{target}/retry", response_model=RetryOut,
                  responses=errors(*AUTH, 404, 409))
-    async def retry_now(outbox_id: OutboxId, target: str,
+    async def retry_now(outbox_id: Id, target: str,
                         user: Annotated[User, Depends(need("admin"))]) -> dict[str, Any]:
         def work() -> dict[str, Any]:
             with ctl.sessions.begin() as s:

@@ -18,7 +18,7 @@ from common.errors import UsageError
 from controller import vocabulary
 from controller.core import Controller
 from controller.domain import workflow
-from controller.rest.common import AUTH, Ctl, Db, Id, Viewer, errors
+from controller.rest.common import AUTH, Ctl, Db, Id, Limit, Viewer, errors
 from controller.rest.exceptions import RiskExceptionOut
 from controller.storage.models import Agent, Ticket
 from controller.storage.serialize import rfc3339, ticket_json
@@ -135,7 +135,7 @@ def list_tickets(
     status: Annotated[str | None, Query(description="comma-separated ticket statuses")] = None,
     severity: Annotated[str | None, Query(description="comma-separated severities")] = None,
     check: Annotated[str | None, Query(max_length=32)] = None,
-    limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+    limit: Limit = 1000,
 ) -> list[dict[str, Any]]:
     q = select(Ticket)
     if statuses := _split(status, vocabulary.TICKET_STATUSES, "status"):

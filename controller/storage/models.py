@@ -21,6 +21,10 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+# The widest integer an id column holds on every backend (a signed 64-bit integer): a larger value names no
+# row, and the drivers refuse to bind it.
+MAX_ID = 2**63 - 1
+
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
     """Timezone-aware UTC datetimes on every backend (SQLite drops the zone)."""

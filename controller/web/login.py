@@ -102,8 +102,8 @@ def _login(request: Request, form: FormData) -> Response:
             cookie = auth.new_session(s, user, now, client, mfa_passed=not mfa)
             enrolled = bool(user.totp_enabled)
     if failure is not None:
-        return _login_page(request, fresh, error=str(failure), status=423 if failure.locked else 401,
-                           username=username)
+        # One status and one text for an unknown name, a wrong password and a locked account alike.
+        return _login_page(request, fresh, error=str(failure), status=401, username=username)
     if mfa:
         target = "/login/totp" if enrolled else "/login/enrol"
         next_url = _safe_next(str(form.get("next") or "/"))

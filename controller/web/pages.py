@@ -32,7 +32,7 @@ from controller.domain import audit, changes, exceptions, tickets, workflow
 from controller.domain.tickets import ACTIVE
 from controller.domain.users import needs_mfa, require, role_allows
 from controller.errors import Conflict, Forbidden, NotFound, http_status
-from controller.storage.models import Agent, AuditEntry, Baseline, Finding, Ticket, TicketReport, User
+from controller.storage.models import MAX_ID, Agent, AuditEntry, Baseline, Finding, Ticket, TicketReport, User
 from controller.storage.serialize import agent_json, rfc3339
 from controller.web import auth, charts, stats
 
@@ -326,6 +326,12 @@ def render_tickets(c: Ctx) -> Response:
                     statuses=list(STATUS_LABELS), severities=stats.SEVERITIES)
 
 
+def _ticket_in_range(ticket_id: int) -> None:
+    """An id no database row can have (below 1, above the widest integer stored) names no ticket."""
+    if not 1 <= ticket_id <= MAX_ID:
+        raise Refused(f"no ticket {ticket_id}", 404)
+
+
 @router.get("/tickets/{ticket_id}")
 def ticket_page(request: Request, ticket_id: int) -> Response:
     with page(request) as c:
@@ -358,6 +364,7 @@ def _evidence_rows(evidence: Mapping[str, Any]) -> list[tuple[str, Any]]:
 
 def render_ticket(c: Ctx, ticket_id: int) -> Response:
     s = c.s
+    _ticket_in_range(ticket_id)
     t = s.get(Ticket, ticket_id)
     if t is None:
         raise Refused(f"no ticket {ticket_id}", 404)
@@ -374,6 +381,8 @@ def render_ticket(c: Ctx, ticket_id: int) -> Response:
 
 def _ticket_post(request: Request, ticket_id: int, work: Callable[[Session, User, FormData, dt.datetime], str]
                  ) -> Any:
+    _ticket_in_range(ticket_id)
+
     def run(s: Session, user: User, form: FormData, now: dt.datetime) -> tuple[str, str]:
         return work(s, user, form, now), f"/tickets/{ticket_id}"
 
@@ -633,7 +642,7 @@ def audit_page(request: Request) -> Response:
             if oid:
                 q = q.where(AuditEntry.object_id == oid)
         before = params.get("before", "")
-        if before.isdigit():
+        if before.isdigit() and len(before) <= 19 and int(before) <= MAX_ID:
             q = q.where(AuditEntry.seq < int(before))
         rows = list(s.execute(q.order_by(AuditEntry.seq.desc()).limit(AUDIT_PAGE + 1)).scalars())
         more = len(rows) > AUDIT_PAGE

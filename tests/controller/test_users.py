@@ -10,10 +10,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.errors import UsageError
-from controller.domain import audit
+from controller.domain import audit, users
 from controller.domain.users import (
+    MAX_FAILED_LOGINS,
+    MAX_FAILED_TOTAL,
     MIN_PASSWORD,
+    REFUSED,
     ROLES,
+    SOURCE_LOCK,
+    THROTTLE_WINDOW,
+    LoginFailed,
+    check_api_key,
+    check_login,
     check_password,
     create_api_key,
     create_user,
@@ -23,7 +31,7 @@ from controller.domain.users import (
     validate_password,
 )
 from controller.errors import Conflict, NotFound
-from controller.storage.models import ApiKey, AuditEntry, User
+from controller.storage.models import ApiKey, AuditEntry, LoginThrottle, User, WebSession
 from tests.controller._db import migrated_sessions
 
 GOOD = "Correct-Horse-42-battery"
@@ -208,6 +216,181 @@ def test_revoked_key_and_disabled_user_are_refused(sessions: sessionmaker[Sessio
         assert bob is not None
         bob.disabled = True
     assert lookup(sessions, live) is None
+
+
+def test_a_locked_users_keys_are_refused_until_unlocked(sessions: sessionmaker[Session]) -> None:
+    key = new_key(sessions)
+    with sessions.begin() as s:
+        alice = s.get(User, "alice")
+        assert alice is not None
+        users.lock(s, alice, "test")
+    with sessions() as s:
+        user, row, reason = check_api_key(s, key)
+        assert user is None and row is not None and reason == "user locked"
+    with sessions.begin() as s:
+        users.unlock(s, "alice", "cli:root")
+    assert lookup(sessions, key) == "alice"
+
+
+def test_revoke_lists_and_audits_without_the_secret(sessions: sessionmaker[Session]) -> None:
+    a, b = new_key(sessions), new_key(sessions, "bob")
+    key_id = a.split("_", 2)[1]
+    with sessions.begin() as s:
+        users.revoke_api_key(s, key_id, "cli:root")
+        users.revoke_api_key(s, key_id, "cli:root")  # again: nothing changes, nothing recorded
+    assert lookup(sessions, a) is None and lookup(sessions, b) == "bob"
+    with sessions() as s:
+        listed = [users.api_key_json(k) for k in users.list_api_keys(s)]
+        assert [(k["id"], k["username"], k["revoked_at"] is not None) for k in listed] == [
+            (key_id, "alice", True), (b.split("_", 2)[1], "bob", False)]
+        assert all(a.split("_", 2)[2] not in str(k) for k in listed)
+        assert [k.id for k in users.list_api_keys(s, "bob")] == [b.split("_", 2)[1]]
+        with pytest.raises(NotFound, match="no user 'ghost'"):
+            users.list_api_keys(s, "ghost")
+        with pytest.raises(NotFound, match="no API key 'nope'"):
+            users.revoke_api_key(s, "nope", "cli:root")
+        revokes = s.execute(select(AuditEntry).where(AuditEntry.action == "apikey.revoke")).scalars().all()
+        assert [(e.actor, e.object_id, e.details) for e in revokes] == [("cli:root", key_id, {"username": "alice"})]
+
+
+def test_disable_ends_sessions_and_spares_the_last_admin(sessions: sessionmaker[Session]) -> None:
+    now = dt.datetime.now(dt.UTC)
+    with sessions.begin() as s:
+        create_user(s, "root", "admin", GOOD, "cli:root")
+        create_user(s, "carol", "analyst", GOOD, "cli:root")
+        s.add(WebSession(id="x" * 64, username="carol", created_at=now, last_active=now, csrf_token="t",
+                         mfa_passed=True, client="", end_reason=""))
+    with sessions.begin() as s:
+        with pytest.raises(Conflict, match="root is the last enabled admin"):
+            users.disable(s, "root", "root")
+        users.disable(s, "carol", "root")
+    with sessions.begin() as s:
+        ws = s.get(WebSession, "x" * 64)
+        assert ws is not None and ws.ended_at is not None and ws.end_reason == "disabled"
+    assert _attempt(sessions, "carol", GOOD, "10.0.0.1", now) == REFUSED
+    with sessions.begin() as s:
+        users.enable(s, "carol", "root")
+    assert _attempt(sessions, "carol", GOOD, "10.0.0.1", now) == "ok"
+    with sessions.begin() as s:
+        create_user(s, "root2", "admin", GOOD, "cli:root")
+        users.disable(s, "root", "root2")  # another admin is left
+    with sessions() as s:
+        got = [(e.actor, e.action, e.object_id) for e in s.execute(
+            select(AuditEntry).where(AuditEntry.action.in_(["user.disable", "user.enable"]))
+            .order_by(AuditEntry.seq)).scalars()]
+        assert got == [("root", "user.disable", "carol"), ("root", "user.enable", "carol"),
+                       ("root2", "user.disable", "root")]
+        with pytest.raises(NotFound):
+            users.disable(s, "ghost", "root")
+
+
+# -- sign-in lockout ------------------------------------------------------------------------------------
+
+
+def _attempt(sessions: sessionmaker[Session], name: str, password: str, source: str, when: dt.datetime) -> str:
+    """"ok", or the refusal's text. As the sign-in page does, the refusal is caught inside the transaction, so
+    that the count and the audit entry it wrote are committed."""
+    with sessions.begin() as s:
+        try:
+            check_login(s, name, password, source, when)
+        except LoginFailed as exc:
+            return str(exc)
+    return "ok"
+
+
+def _actions(sessions: sessionmaker[Session], action: str) -> list[dict[str, object]]:
+    with sessions() as s:
+        return [e.details for e in s.execute(select(AuditEntry).where(AuditEntry.action == action)
+                                             .order_by(AuditEntry.seq)).scalars()]
+
+
+def test_five_wrong_passwords_lock_the_account_for_that_source_only(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as s:
+        create_user(s, "alice", "admin", GOOD, "cli:root")
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    for _ in range(MAX_FAILED_LOGINS):
+        assert _attempt(sessions, "alice", "wrong-password", "10.0.0.9", t0) == REFUSED
+    # Refused from that source even with the right password, with the same text; another source signs in.
+    assert _attempt(sessions, "alice", GOOD, "10.0.0.9", t0) == REFUSED
+    assert _attempt(sessions, "alice", GOOD, "10.0.0.1", t0) == "ok"
+    with sessions() as s:
+        alice = s.get(User, "alice")
+        assert alice is not None and not alice.locked
+        row = s.get(LoginThrottle, ("alice", "10.0.0.9"))
+        assert row is not None and row.failures == MAX_FAILED_LOGINS  # refusals under the lock do not count
+    assert [d["client"] for d in _actions(sessions, "user.lock_source")] == ["10.0.0.9"]
+    # The lock lapses after SOURCE_LOCK.
+    assert _attempt(sessions, "alice", GOOD, "10.0.0.9", t0 + SOURCE_LOCK) == "ok"
+
+
+def test_an_admin_unlock_lifts_the_source_lock(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as s:
+        create_user(s, "alice", "analyst", GOOD, "cli:root")
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    for _ in range(MAX_FAILED_LOGINS):
+        _attempt(sessions, "alice", "wrong-password", "10.0.0.9", t0)
+    with sessions.begin() as s:
+        users.unlock(s, "alice", "root")
+    assert _attempt(sessions, "alice", GOOD, "10.0.0.9", t0) == "ok"
+
+
+def test_twenty_wrong_passwords_from_many_sources_lock_it_for_everyone(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as s:
+        create_user(s, "alice", "analyst", GOOD, "cli:root")
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    for i in range(MAX_FAILED_TOTAL):
+        assert _attempt(sessions, "alice", "wrong-password", f"10.0.1.{i % 4}",
+                        t0 + dt.timedelta(minutes=i)) == REFUSED
+    with sessions() as s:
+        alice = s.get(User, "alice")
+        assert alice is not None and alice.locked
+    assert len(_actions(sessions, "user.lock")) == 1
+    later = t0 + dt.timedelta(hours=1)
+    assert _attempt(sessions, "alice", GOOD, "10.9.9.9", later) == REFUSED
+    with sessions.begin() as s:
+        users.unlock(s, "alice", "root")
+    assert _attempt(sessions, "alice", GOOD, "10.9.9.9", later) == "ok"
+
+
+def test_unknown_names_are_counted_and_answered_like_real_ones(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as s:
+        create_user(s, "alice", "analyst", GOOD, "cli:root")
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    answers = {_attempt(sessions, name, "wrong-password", "10.0.0.9", t0)
+               for name in ("alice", "ghost") for _ in range(MAX_FAILED_LOGINS + 2)}
+    assert answers == {REFUSED}
+    with sessions() as s:
+        rows = {r.username: r.failures for r in s.execute(select(LoginThrottle)).scalars()}
+        assert rows == {"alice": MAX_FAILED_LOGINS, "ghost": MAX_FAILED_LOGINS}
+    reasons = [d["reason"] for d in _actions(sessions, "user.login_failed")]
+    assert reasons.count("unknown or disabled user") == MAX_FAILED_LOGINS + 2
+
+
+def test_every_refusal_costs_one_password_hash(sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+                                               ) -> None:
+    with sessions.begin() as s:
+        create_user(s, "alice", "analyst", GOOD, "cli:root")
+        create_user(s, "bob", "analyst", GOOD, "cli:root")
+        bob = s.get(User, "bob")
+        assert bob is not None
+        users.lock(s, bob, "test")
+    calls: list[str] = []
+    real = users.check_password
+    monkeypatch.setattr(users, "check_password", lambda p, h: calls.append(h) or real(p, h))
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    for name in ("ghost", "alice", "bob"):
+        calls.clear()
+        _attempt(sessions, name, "wrong-password", "10.0.0.9", t0)
+        assert len(calls) == 1 and calls[0].startswith("scrypt$"), name
+
+
+def test_throttle_rows_older_than_a_day_are_pruned(sessions: sessionmaker[Session]) -> None:
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    for i in range(3):
+        _attempt(sessions, f"ghost{i}", "wrong-password", "10.0.0.9", t0)
+    _attempt(sessions, "other", "wrong-password", "10.0.0.9", t0 + THROTTLE_WINDOW + dt.timedelta(seconds=1))
+    with sessions() as s:
+        assert [r.username for r in s.execute(select(LoginThrottle)).scalars()] == ["other"]
 
 
 # -- roles --------------------------------------------------------------------------------------------
