@@ -66,11 +66,28 @@ def build_parser() -> argparse.ArgumentParser:
     ur = u.add_parser("reset-totp", help="forget a user's authenticator; they enrol a new one at the next login")
     data(ur)
     ur.add_argument("--username", required=True)
+    # Disabling and enabling accounts.
+    for verb, what in (("disable", "refuse a user's sign-ins and API keys and end their sessions"),
+                       ("enable", "let a disabled user sign in again")):
+        ud = u.add_parser(verb, help=what)
+        data(ud)
+        ud.add_argument("--username", required=True)
+    ul = u.add_parser("list", help="users with their role and state")
+    data(ul)
+    ul.add_argument("--json", action="store_true")
 
     k = sub.add_parser("apikey", help="API keys").add_subparsers(dest="sub", required=True)
     kc = k.add_parser("create", help="print a new API key for a user")
     data(kc)
     kc.add_argument("--username", required=True)
+    # Listing and revoking keys (the secret is never stored, so never shown again).
+    kl = k.add_parser("list", help="API keys: id, user, created, revoked (never the secret)")
+    data(kl)
+    kl.add_argument("--username", default=None, help="only this user's keys")
+    kl.add_argument("--json", action="store_true")
+    kr = k.add_parser("revoke", help="revoke an API key for good")
+    data(kr)
+    kr.add_argument("key_id", help="the id `apikey list` shows (or the whole key)")
 
     a = sub.add_parser("audit", help="the audit log").add_subparsers(dest="sub", required=True)
     av = a.add_parser("verify", help="verify the hash chain end to end")
@@ -141,6 +158,22 @@ def main_args(args: argparse.Namespace) -> int:
             (unlock if args.sub == "unlock" else reset_totp)(s, args.username, actor)
         sys.stderr.write(f"{'unlocked' if args.sub == 'unlock' else 'reset the authenticator of'} {args.username}\n")
         return 0
+    if args.cmd == "user" and args.sub in ("disable", "enable"):
+        from controller.domain import users
+        with ctl.sessions.begin() as s:
+            (users.disable if args.sub == "disable" else users.enable)(s, args.username, actor)
+        sys.stderr.write(f"{args.sub}d {args.username}\n")
+        return 0
+    if args.cmd == "user" and args.sub == "list":
+        from controller.cli.operator import table
+        from controller.domain import users
+        with ctl.sessions() as s:
+            rows = [users.user_json(u) for u in users.list_users(s)]
+        if args.json:
+            print_json(rows)
+        else:
+            print(table(rows, ["username", "role", "locked", "disabled", "last_login_at"]))
+        return 0
     if args.cmd == "user":
         from controller.domain.users import create_user
         password = sys.stdin.readline().rstrip("\r\n")
@@ -149,6 +182,23 @@ def main_args(args: argparse.Namespace) -> int:
         with ctl.sessions.begin() as s:
             create_user(s, args.username, args.role, password, actor)
         sys.stderr.write(f"created {args.role} {args.username}\n")
+        return 0
+    if args.cmd == "apikey" and args.sub == "list":
+        from controller.cli.operator import table
+        from controller.domain import users
+        with ctl.sessions() as s:
+            keys = [users.api_key_json(k) for k in users.list_api_keys(s, args.username)]
+        if args.json:
+            print_json(keys)
+        else:
+            print(table(keys, ["id", "username", "created_at", "revoked_at"]))
+        return 0
+    if args.cmd == "apikey" and args.sub == "revoke":
+        from controller.domain import users
+        with ctl.sessions.begin() as s:
+            row = users.revoke_api_key(s, args.key_id, actor)
+            key_id, owner = row.id, row.username
+        sys.stderr.write(f"revoked API key {key_id} of {owner}\n")
         return 0
     if args.cmd == "apikey":
         from controller.domain.users import create_api_key

@@ -102,7 +102,8 @@ def _baseline_name(text: str) -> str | None:
     return next((g for g in m.groups() if g), None) if m else None
 
 
-def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
+def table(rows: list[dict[str, Any]], cols: list[str]) -> str:
+    """Rows as aligned columns under upper-case headings (also for vigil-controller's listings)."""
     if not rows:
         return "(none)"
     cells = [[str(r.get(c, "") if r.get(c) is not None else "") for c in cols] for r in rows]
@@ -223,6 +224,17 @@ def build_parser() -> argparse.ArgumentParser:
     nl.add_argument("--stuck", action="store_true", help="only deliveries pending longer than retry.stuck_after")
     leaf(nt, "test", "try a target's connection and credentials (admin)").add_argument("target")
 
+    us = verb("users", "users and their sign-in state (admin)")
+    leaf(us, "list", "users with role, locked, disabled and last sign-in")
+    for name, what in (("disable", "refuse a user's sign-ins and API keys and end their sessions"),
+                       ("enable", "let a disabled user sign in again"),
+                       ("unlock", "lift a sign-in lock, for everyone and for every source")):
+        leaf(us, name, what).add_argument("username")
+
+    ak = verb("apikeys", "API keys, never their secrets (admin)")
+    leaf(ak, "list", "API keys: id, user, created, revoked").add_argument("--username", default=None)
+    leaf(ak, "revoke", "revoke an API key for good").add_argument("key_id")
+
     au = verb("audit", "the audit log")
     leaf(au, "verify", "verify the audit hash chain")
     eol.add_cli(sub)
@@ -254,7 +266,7 @@ def main_args(args: argparse.Namespace) -> int:
     if args.noun == "agents":
         if args.verb == "list":
             out = c.call("GET", "/agents")
-            human = _table(out, ["id", "hostname", "status", "last_seen", "version", "tags"])
+            human = table(out, ["id", "hostname", "status", "last_seen", "version", "tags"])
         elif args.verb == "show":
             out = c.call("GET", f"/agents/{urllib.parse.quote(args.id)}")
             human = json.dumps(out, indent=2)
@@ -265,7 +277,7 @@ def main_args(args: argparse.Namespace) -> int:
         if args.verb == "list":
             q = {k: v for k, v in (("status", args.status), ("severity", args.severity), ("check", args.check)) if v}
             out = c.call("GET", "/tickets" + ("?" + urllib.parse.urlencode(q) if q else ""))
-            human = _table(out, ["id", "severity", "status", "check", "rule_id", "asset_name", "occurrences",
+            human = table(out, ["id", "severity", "status", "check", "rule_id", "asset_name", "occurrences",
                                  "title"])
         elif args.verb == "show":
             out = c.call("GET", f"/tickets/{args.id}")
@@ -276,7 +288,7 @@ def main_args(args: argparse.Namespace) -> int:
         if args.verb == "list":
             out = c.call("GET", "/exceptions" + ("?" + urllib.parse.urlencode({"state": args.state})
                                                  if args.state else ""))
-            human = _table(out, ["id", "state", "rule_id", "assets", "subject", "owner", "expires_at", "reason"])
+            human = table(out, ["id", "state", "rule_id", "assets", "subject", "owner", "expires_at", "reason"])
         elif args.verb == "create":
             out = c.call("POST", "/exceptions", {
                 "rule_id": args.rule, "assets": [a.strip() for a in args.assets.split(",") if a.strip()],
@@ -288,7 +300,7 @@ def main_args(args: argparse.Namespace) -> int:
     elif args.noun == "findings":
         q = {k: v for k, v in (("status", args.status), ("check", args.check), ("asset", args.asset)) if v}
         out = c.call("GET", "/findings" + ("?" + urllib.parse.urlencode(q) if q else ""))
-        human = _table(out, ["id", "status", "severity", "check", "rule_id", "asset", "subject", "message"])
+        human = table(out, ["id", "status", "severity", "check", "rule_id", "asset", "subject", "message"])
     elif args.noun == "baseline":
         if args.verb == "apply":
             data = read_baseline_file(args.file)
@@ -301,11 +313,27 @@ def main_args(args: argparse.Namespace) -> int:
             human = out.get("source", "")
         else:
             out = c.call("GET", "/baselines")
-            human = _table(out, ["name", "version", "applied_at", "applied_by"])
+            human = table(out, ["name", "version", "applied_at", "applied_by"])
     elif args.noun == "change":
         out, human = _change(c, args)
     elif args.noun == "notifications":
         out, human = _notifications(c, args)
+    elif args.noun == "users":
+        if args.verb == "list":
+            out = c.call("GET", "/users")
+            human = table(out, ["username", "role", "locked", "disabled", "last_login_at"])
+        else:
+            out = c.call("POST", f"/users/{urllib.parse.quote(args.username, safe='')}/{args.verb}", {})
+            human = (f"{out['username']}: {'disabled' if out['disabled'] else 'enabled'}, "
+                     f"{'locked' if out['locked'] else 'not locked'}")
+    elif args.noun == "apikeys":
+        if args.verb == "list":
+            q = {"username": args.username} if args.username else {}
+            out = c.call("GET", "/apikeys" + ("?" + urllib.parse.urlencode(q) if q else ""))
+            human = table(out, ["id", "username", "created_at", "revoked_at"])
+        else:
+            out = c.call("POST", f"/apikeys/{urllib.parse.quote(args.key_id, safe='')}/revoke", {})
+            human = f"revoked API key {out['id']} of {out['username']}"
     elif args.noun == "sweep":
         checks = [x for x in args.checks.split(",") if x]
         out = c.call("POST", "/sweeps", {"checks": checks})
@@ -356,13 +384,13 @@ def _notifications(c: Client, args: argparse.Namespace) -> tuple[Any, str]:
         rows = [{**t, "last_attempt": "" if not t["last_attempt"] else
                  f"{t['last_attempt']['at']} {'ok' if t['last_attempt']['ok'] else t['last_attempt']['detail'][:60]}"}
                 for t in out]
-        return out, _table(rows, ["name", "type", "enabled", "pending", "stuck", "oldest_pending", "last_attempt"])
+        return out, table(rows, ["name", "type", "enabled", "pending", "stuck", "oldest_pending", "last_attempt"])
     if args.verb == "list":
         q = {k: v for k, v in (("status", args.status), ("target", args.target)) if v}
         if args.stuck:
             q["stuck"] = "true"
         out = c.call("GET", "/notifications/deliveries" + ("?" + urllib.parse.urlencode(q) if q else ""))
-        return out, _table(out, ["outbox_id", "target", "status", "attempts", "kind", "ticket_id", "created_at",
+        return out, table(out, ["outbox_id", "target", "status", "attempts", "kind", "ticket_id", "created_at",
                                  "last_error"])
     out = c.call("POST", "/notifications/test", {"target": args.target})
     if not out["ok"]:
@@ -380,7 +408,7 @@ def _change(c: Client, args: argparse.Namespace) -> tuple[Any, str]:
         return out, str(out["id"])
     if args.verb == "list":
         out = c.call("GET", "/changes" + ("?" + urllib.parse.urlencode({"status": args.status}) if args.status else ""))
-        return out, _table(out, ["id", "status", "start", "end", "requested_by", "approved_by", "assets", "reason"])
+        return out, table(out, ["id", "status", "start", "end", "requested_by", "approved_by", "assets", "reason"])
     path = f"/changes/{urllib.parse.quote(args.id)}"
     if args.verb == "show":
         out = c.call("GET", path)

@@ -1,11 +1,13 @@
-"""Signing in: passwords, lockout after five failures, TOTP for admins, CSRF, idle timeout, cookies."""
+"""Signing in: passwords, lockout per source and for everyone, TOTP for admins, CSRF, idle timeout, cookies."""
 
 from __future__ import annotations
 
 import pyotp
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from controller.cli import controller as cli
+from controller.domain.users import MAX_FAILED_LOGINS, MAX_FAILED_TOTAL
 from controller.storage.models import AuditEntry, User, WebSession
 from tests.web.conftest import PASSWORD, Web, csrf_of, enrol_admin, login, signed_in
 
@@ -63,32 +65,54 @@ def test_unknown_user_and_wrong_password_get_the_same_answer(web: Web) -> None:
     b = login(client, "analyst", "wrong-password-1")
     assert a.status_code == b.status_code == 401
     assert "wrong username or password" in a.text and "wrong username or password" in b.text
+    assert _error(a.text) == _error(b.text)
     assert "nobody" not in a.text.split("<main")[1].split("</main>")[0].replace('value="nobody"', "")
     assert _actions(web).count("user.login_failed") == 2
 
 
-def test_five_wrong_passwords_lock_the_account_until_an_admin_unlocks_it(web: Web) -> None:
+def _error(html: str) -> str:
+    """The page's message, without the username echoed back into the form."""
+    return html.split('id="error-summary"')[1].split("</div>")[0]
+
+
+def _from(web: Web, address: str) -> TestClient:
+    return TestClient(web.app, follow_redirects=False, client=(address, 50000))  # type: ignore[arg-type]
+
+
+def test_five_wrong_passwords_lock_the_name_for_that_source_and_say_nothing_more(web: Web) -> None:
+    attacker, ghost_answers, analyst_answers = _from(web, "203.0.113.9"), [], []
+    for _ in range(MAX_FAILED_LOGINS + 1):
+        analyst_answers.append(login(attacker, "analyst", "not-the-password"))
+        ghost_answers.append(login(attacker, "ghost", "not-the-password"))
+    # Existing or not, before the lock or after it: one status, one text.
+    assert {r.status_code for r in analyst_answers + ghost_answers} == {401}
+    assert len({_error(r.text) for r in analyst_answers + ghost_answers}) == 1
+    # The right password does not help from that source now; from another source it does.
+    r = login(attacker, "analyst")
+    assert r.status_code == 401 and _error(r.text) == _error(ghost_answers[0].text)
+    assert login(_from(web, "198.51.100.7"), "analyst").status_code == 303
+    assert not _user(web, "analyst").locked
+    assert "user.lock_source" in _actions(web) and "user.lock" not in _actions(web)
+    # An admin's unlock lifts the lock for that source too.
+    assert cli.main(["user", "unlock", "--data-dir", str(web.tmp), "--username", "analyst"]) == 0
+    assert login(attacker, "analyst").status_code == 303
+
+
+def test_twenty_wrong_passwords_lock_the_account_for_everyone_until_an_admin_unlocks_it(web: Web) -> None:
     holder = signed_in(web, "analyst")  # a session that the lock must end
-    client = web.client()
-    for attempt in range(1, 6):
-        r = login(client, "analyst", "not-the-password")
-        assert r.status_code == (423 if attempt == 5 else 401), (attempt, r.status_code)
-    assert "locked" in r.text and "ask an admin" in r.text
+    for i in range(MAX_FAILED_TOTAL):
+        r = login(_from(web, f"203.0.113.{i // MAX_FAILED_LOGINS}"), "analyst", "not-the-password")
+        assert r.status_code == 401, (i, r.status_code)
     user = _user(web, "analyst")
-    assert user.locked and user.locked_at is not None and user.failed_logins == 5
+    assert user.locked and user.locked_at is not None
     assert "user.lock" in _actions(web)
-    # The right password does not help now, and the existing session is over.
-    r = login(client, "analyst")
-    assert r.status_code == 423 and "locked" in r.text
+    r = login(_from(web, "198.51.100.7"), "analyst")
+    assert r.status_code == 401 and "wrong username or password" in r.text
     r = holder.get("/tickets")
     assert r.status_code == 303 and "reason=locked" in r.headers["location"]
-    # An unknown user is never told anything but "wrong username or password".
-    for _ in range(6):
-        r = login(client, "ghost", "not-the-password")
-    assert r.status_code == 401 and "locked" not in r.text
 
     assert cli.main(["user", "unlock", "--data-dir", str(web.tmp), "--username", "analyst"]) == 0
-    r = login(client, "analyst")
+    r = login(web.client(), "analyst")
     assert r.status_code == 303 and r.headers["location"] == "/"
     assert "user.unlock" in _actions(web)
 
@@ -102,6 +126,7 @@ def test_a_success_resets_the_failure_count(web: Web) -> None:
     for _ in range(4):
         assert login(web.client(), "analyst", "not-the-password").status_code == 401
     assert not _user(web, "analyst").locked
+    assert login(web.client(), "analyst").status_code == 303
 
 
 def test_admin_must_enrol_totp_before_any_page(web: Web) -> None:
@@ -161,7 +186,7 @@ def test_wrong_totp_codes_lock_the_admin(web: Web) -> None:
         assert r.status_code == (303 if attempt == 5 else 401)
     assert r.headers["location"] == "/login?reason=locked"
     assert _user(web, "admin").locked
-    assert login(client, "admin").status_code == 423
+    assert login(client, "admin").status_code == 401
 
     assert cli.main(["user", "unlock", "--data-dir", str(web.tmp), "--username", "admin"]) == 0
     assert cli.main(["user", "reset-totp", "--data-dir", str(web.tmp), "--username", "admin"]) == 0
