@@ -28,11 +28,11 @@ from common.errors import UsageError
 from controller import vocabulary
 from controller.baselines import MAX_BYTES, BaselineError
 from controller.core import Controller
-from controller.domain import audit, changes, exceptions, tickets, workflow
+from controller.domain import audit, changes, exceptions, tickets, users, workflow
 from controller.domain.tickets import ACTIVE
 from controller.domain.users import needs_mfa, require, role_allows
 from controller.errors import Conflict, Forbidden, NotFound, http_status
-from controller.storage.models import MAX_ID, Agent, AuditEntry, Baseline, Finding, Ticket, TicketReport, User
+from controller.storage.models import MAX_ID, Agent, ApiKey, AuditEntry, Baseline, Finding, Ticket, TicketReport, User
 from controller.storage.serialize import agent_json, rfc3339
 from controller.web import auth, charts, stats
 
@@ -617,6 +617,54 @@ async def exception_revoke(request: Request, exception_id: str) -> Response:
         return f"exception {e.id} revoked{more}", "/exceptions"
 
     return await act(request, work, render_exceptions)
+
+
+# -- users and API keys (admins) ---------------------------------------------------------------------------
+
+
+@router.get("/users")
+def users_page(request: Request) -> Response:
+    with page(request) as c:
+        return render_users(c)
+
+
+def render_users(c: Ctx) -> Response:
+    if not c.is_admin:
+        raise Refused(f"the users page needs the admin role; {c.user.username} is {c.user.role}")
+    keys: dict[str, list[ApiKey]] = {}
+    for k in users.list_api_keys(c.s):
+        keys.setdefault(k.username, []).append(k)
+    return c.render("users.html", "Users", users=users.list_users(c.s), keys=keys)
+
+
+USER_ACTIONS: dict[str, tuple[Callable[[Session, str, str], User], str]] = {
+    "disable": (users.disable, "disabled: its sessions ended and its API keys are refused"),
+    "enable": (users.enable, "enabled"),
+    "unlock": (users.unlock, "unlocked, for everyone and every source"),
+}
+
+
+@router.post("/users/{username}/{action}")
+async def user_action(request: Request, username: str, action: str) -> Response:
+    def work(s: Session, user: User, form: FormData, now: dt.datetime) -> tuple[str, str]:
+        require(user, "admin", "managing users")
+        if action not in USER_ACTIONS:
+            raise NotFound(f"no action {action!r} on users; use {', '.join(USER_ACTIONS)}")
+        fn, done = USER_ACTIONS[action]
+        fn(s, username, user.username)
+        return f"user {username} {done}", "/users"
+
+    return await act(request, work, render_users)
+
+
+@router.post("/apikeys/{key_id}/revoke")
+async def api_key_revoke(request: Request, key_id: str) -> Response:
+    def work(s: Session, user: User, form: FormData, now: dt.datetime) -> tuple[str, str]:
+        require(user, "admin", "revoking an API key")
+        row = users.revoke_api_key(s, key_id, user.username)
+        return f"API key {row.id} of {row.username} revoked", "/users"
+
+    return await act(request, work, render_users)
 
 
 # -- audit log -------------------------------------------------------------------------------------------

@@ -298,3 +298,86 @@ def test_a_form_post_is_bounded_before_it_is_parsed(web: Web) -> None:
     with web.ctl.sessions() as s:
         after = s.get(Baseline, "tw-securities-linux")
         assert after is not None and after.version == version
+
+
+# -- ids out of range -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [2**63, 2**64, -1])
+def test_every_page_route_with_an_integer_id_answers_404_out_of_range(web: Web, value: int) -> None:
+    from tests.controller.test_limits import fill, int_routes
+
+    client = signed_in(web, "analyst")
+    token = csrf_of(client.get("/tickets").text)
+    walked = [(m, p, n) for m, p, n, kind in int_routes(web.app.routes)  # type: ignore[attr-defined]
+              if kind == "path" and not p.startswith("/api/")]
+    assert ("GET", "/tickets/{ticket_id}", "ticket_id") in walked
+    for method, path, name in walked:
+        url = fill(path.replace("{" + name + "}", str(value)))
+        r = client.request(method, url, data={"csrf_token": token, "to": "acknowledged", "text": "x"})
+        assert r.status_code == 404 and f"no ticket {value}" in r.text, (method, url, r.status_code)
+    r = client.get(f"/audit?before={2**64}")
+    assert r.status_code == 200
+
+
+# -- users and API keys -----------------------------------------------------------------------------------
+
+
+def test_the_users_page_is_for_admins_and_linked_for_them_only(web: Web) -> None:
+    for role in ("viewer", "analyst"):
+        client = signed_in(web, role)
+        assert 'href="/users"' not in client.get("/").text
+        r = client.get("/users")
+        assert r.status_code == 403 and "needs the admin role" in r.text
+        r = client.post("/users/viewer/disable", data={"csrf_token": csrf_of(client.get("/tickets").text)})
+        assert r.status_code == 403
+    admin = signed_in(web, "admin")
+    assert 'href="/users"' in admin.get("/").text
+
+
+def test_admins_disable_enable_unlock_and_revoke_keys_from_the_users_page(web: Web) -> None:
+    from controller.domain import users
+    from controller.domain.users import create_api_key
+    from controller.storage.models import ApiKey, User
+
+    with web.ctl.sessions.begin() as s:
+        key_id = create_api_key(s, "analyst", "test").split("_")[1]
+        viewer = s.get(User, "viewer")
+        assert viewer is not None
+        users.lock(s, viewer, "test")
+    victim = signed_in(web, "analyst")
+    admin = signed_in(web, "admin")
+    page = admin.get("/users")
+    assert page.status_code == 200
+    row = page.text.split('id="user-analyst"')[1].split("</tr>")[0]
+    assert "analyst" in row and f"<code>{key_id}</code>" in row and "Disable" in row
+    viewer_row = page.text.split('id="user-viewer"')[1].split("</tr>")[0]
+    assert "locked" in viewer_row and "Unlock" in viewer_row
+    token = csrf_of(page.text)
+
+    assert admin.post("/users/analyst/disable", data={}).status_code == 403  # no CSRF token
+    r = admin.post("/users/analyst/disable", data={"csrf_token": token})
+    assert r.status_code == 303 and r.headers["location"] == "/users"
+    assert victim.get("/tickets").status_code == 303  # the session is over
+    assert "Enable" in admin.get("/users").text.split('id="user-analyst"')[1].split("</tr>")[0]
+    assert admin.post("/users/analyst/enable", data={"csrf_token": token}).status_code == 303
+    assert admin.post("/users/viewer/unlock", data={"csrf_token": token}).status_code == 303
+    assert admin.post(f"/apikeys/{key_id}/revoke", data={"csrf_token": token}).status_code == 303
+    r = admin.post("/users/admin2/disable", data={"csrf_token": token})
+    assert r.status_code == 303
+    r = admin.post("/users/admin/disable", data={"csrf_token": token})
+    assert r.status_code == 409 and "last enabled admin" in r.text
+    r = admin.post("/users/ghost/frobnicate", data={"csrf_token": token})
+    assert r.status_code == 404
+
+    with web.ctl.sessions() as s:
+        key = s.get(ApiKey, key_id)
+        analyst, viewer = s.get(User, "analyst"), s.get(User, "viewer")
+        assert key is not None and key.revoked_at is not None
+        assert analyst is not None and not analyst.disabled and viewer is not None and not viewer.locked
+        got = [(e.actor, e.action, e.object_id) for e in s.execute(
+            select(AuditEntry).where(AuditEntry.action.in_(
+                ["user.disable", "user.enable", "user.unlock", "apikey.revoke"])).order_by(AuditEntry.seq)).scalars()]
+    assert got == [("admin", "user.disable", "analyst"), ("admin", "user.enable", "analyst"),
+                   ("admin", "user.unlock", "viewer"), ("admin", "apikey.revoke", key_id),
+                   ("admin", "user.disable", "admin2")]
