@@ -98,6 +98,8 @@ def enroll(controller: str, token_text: str, data_dir: Path, enroll_port: int | 
             code = exc.code()
             if code == grpc.StatusCode.PERMISSION_DENIED:
                 raise EnrollFailed(f"enrollment refused: {exc.details()}") from exc
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED:  # the controller's limit says when to retry
+                raise EnrollFailed(str(exc.details())) from exc
             raise EnrollFailed(f"enrollment failed ({code.name}): {exc.details()}") from exc
     write_private(key_path(data_dir), key)
     write_private(cert_path(data_dir), resp.certificate_pem)

@@ -44,10 +44,39 @@ class _Stream:
 
 
 class EnrollmentService(pbg.EnrollmentServicer):
-    def __init__(self, ctl: Controller) -> None:
+    """Enrollment, limited per source address (:class:`controller.domain.enrollment.EnrollmentLimiter`); every
+    refusal is audited with the source, the hostname given and the reason."""
+
+    def __init__(self, ctl: Controller, limiter: enrollment.EnrollmentLimiter | None = None) -> None:
         self.ctl = ctl
+        self.limiter = limiter or enrollment.EnrollmentLimiter()
+
+    async def _audit(self, entries: list[tuple[str, str, str, str, int]]) -> None:
+        """(source, hostname, reason, token, refusals) each as one audit entry, in one transaction."""
+        def work() -> None:
+            with self.ctl.sessions.begin() as s:
+                for source, hostname, reason, token, refused in entries:
+                    enrollment.record_refusal(s, source, hostname, reason, token, refused)
+
+        if entries:
+            await self.ctl.db(work)
 
     async def Enroll(self, request: pb.EnrollRequest, context: grpc.aio.ServicerContext) -> pb.EnrollResponse:
+        source = enrollment.peer_address(context.peer())
+        hostname = request.hostname[:255]
+        limit = enrollment.RATE_LIMITED
+        due = [(src, host, limit, "", n) for src, host, n in self.limiter.pending()]
+        refusal = self.limiter.attempt(source, hostname)
+        if refusal is not None:
+            message = enrollment.rate_limited(source, refusal.retry_after_s)
+            if refusal.audit_refused is not None:
+                log.warning("enrollment refused for %s from %s: %s", hostname or "?", source, message)
+                due.append((source, hostname, limit, request.token, refusal.audit_refused))
+            await self._audit(due)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+            raise AssertionError("unreachable: abort raises")
+        await self._audit(due)
+
         def work() -> tuple[str, bytes]:
             with self.ctl.sessions.begin() as s:
                 agent, cert = enrollment.enroll(
@@ -59,7 +88,8 @@ class EnrollmentService(pbg.EnrollmentServicer):
         try:
             agent_id, cert = await self.ctl.db(work)
         except EnrollmentError as exc:
-            log.warning("enrollment refused for %s: %s", request.hostname or "?", exc)
+            log.warning("enrollment refused for %s from %s: %s", hostname or "?", source, exc)
+            await self._audit([(source, hostname, str(exc), request.token, 1)])
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
             raise  # unreachable: abort raises
         log.info("enrolled agent %s (%s)", agent_id, request.hostname)

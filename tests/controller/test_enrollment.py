@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
+import grpc
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -17,7 +21,15 @@ from common.pki import cert_common_name, new_key_and_csr, verify_issued_by
 from common.tokens import EnrollmentToken, parse_token
 from controller.domain import audit
 from controller.domain.ca import AGENT_CERT_DAYS, CertificateAuthority
-from controller.domain.enrollment import create_token, enroll, find_agent_for_cert, revoke
+from controller.domain.enrollment import (
+    ENROLL_BURST,
+    EnrollmentLimiter,
+    create_token,
+    enroll,
+    find_agent_for_cert,
+    peer_address,
+    revoke,
+)
 from controller.errors import EnrollmentError, NotFound
 from controller.storage.models import Agent, AuditEntry, EnrollmentTokenRow
 from tests.controller._db import migrated_sessions
@@ -280,3 +292,114 @@ def test_find_agent_for_cert_and_revoke(sessions: sessionmaker[Session], ca: Cer
 def test_revoke_unknown_agent(sessions: sessionmaker[Session]) -> None:
     with sessions() as s, pytest.raises(NotFound):
         revoke(s, "agt-nobody", "cli:admin", "")
+
+
+# -- the limit on attempts, over real gRPC --------------------------------------------------------------
+
+
+@dataclass
+class FakeClock:
+    now: float = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_limiter_allows_a_burst_then_the_rate_and_says_when_to_retry() -> None:
+    clock = FakeClock()
+    limiter = EnrollmentLimiter(burst=3, per_minute=6, window=60, clock=clock)
+    assert [limiter.attempt("10.0.0.1") for _ in range(3)] == [None] * 3
+    first = limiter.attempt("10.0.0.1", "web-01")
+    assert first is not None and first.retry_after_s == 10 and first.audit_refused == 1
+    again = limiter.attempt("10.0.0.1", "web-01")
+    assert again is not None and again.audit_refused is None  # counted, reported later
+    assert limiter.attempt("10.0.0.2") is None  # another source has its own bucket
+    clock.now += 10
+    assert limiter.attempt("10.0.0.1") is None
+    assert limiter.pending() == []  # the window has not passed
+    clock.now += 60
+    assert limiter.pending() == [("10.0.0.1", "web-01", 1)]
+    assert limiter.pending() == []
+
+
+def test_the_limiter_forgets_idle_sources_and_holds_at_most_its_maximum() -> None:
+    clock = FakeClock()
+    limiter = EnrollmentLimiter(burst=2, per_minute=60, max_sources=100, clock=clock)
+    for i in range(250):
+        limiter.attempt(f"10.0.{i // 256}.{i % 256}")
+    assert len(limiter) == 100
+    clock.now += 2  # every bucket has refilled: nothing worth remembering
+    limiter.attempt("10.9.9.9")
+    assert len(limiter) == 1
+
+
+@pytest.mark.parametrize("peer, address", [("ipv4:10.0.0.5:51234", "10.0.0.5"), ("ipv6:[::1]:51234", "::1"),
+                                           ("unix:/run/x.sock", "unix:/run/x.sock"), ("", "-")])
+def test_peer_address_drops_the_port(peer: str, address: str) -> None:
+    assert peer_address(peer) == address
+
+
+def test_enrollment_floods_are_limited_per_source_and_audited_over_grpc(
+        tmp_path: Path, db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Real TLS gRPC on loopback: 20 wrong tokens are refused and audited one by one, then the source is
+    limited (RESOURCE_EXHAUSTED, one audit entry for the lot), and ``vigil-agent enroll`` says when to retry."""
+    from agent import cli as agent_cli
+    from agent.enroll import SERVER_NAME
+    from controller.core import Controller, ControllerConfig
+    from controller.rpc.service import EnrollmentService, server_credentials
+    from proto.vigil.v1 import agent_service_pb2 as pb
+    from proto.vigil.v1 import agent_service_pb2_grpc as pbg
+
+    ctl = Controller.open(ControllerConfig(data_dir=tmp_path / "ctl", db_url=db_url))
+    clock = FakeClock()
+    with ctl.sessions.begin() as s:
+        genuine = create_token(s, ctl.ca, dt.timedelta(hours=1), [], "cli:admin")
+    t = parse_token(genuine)
+    forged = f"vgt1.{t.token_id}.{'A' * 32}.{t.ca_fingerprint}"
+
+    async def scenario() -> tuple[list[grpc.StatusCode], str, int]:
+        server = grpc.aio.server()
+        pbg.add_EnrollmentServicer_to_server(EnrollmentService(ctl, EnrollmentLimiter(clock=clock)), server)
+        port = server.add_secure_port("127.0.0.1:0", server_credentials(ctl, mutual=False))
+        await server.start()
+        try:
+            creds = grpc.ssl_channel_credentials(root_certificates=ctl.ca.ca_pem())
+            codes, last = [], ""
+            async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds,
+                                               [("grpc.ssl_target_name_override", SERVER_NAME)]) as channel:
+                stub = pbg.EnrollmentStub(channel)
+                for _ in range(ENROLL_BURST + 10):
+                    try:
+                        await stub.Enroll(pb.EnrollRequest(token=forged, csr_pem=b"", hostname="flood-host"))
+                    except grpc.aio.AioRpcError as exc:
+                        codes.append(exc.code())
+                        last = str(exc.details())
+            rc = await asyncio.to_thread(agent_cli.main, [
+                "enroll", "--controller", f"127.0.0.1:{port - 1}", "--enroll-port", str(port), "--token", genuine,
+                "--data-dir", str(tmp_path / "agent")])
+            return codes, last, rc
+        finally:
+            await server.stop(None)
+
+    try:
+        codes, last, rc = asyncio.run(scenario())
+        assert codes == [grpc.StatusCode.PERMISSION_DENIED] * ENROLL_BURST + [grpc.StatusCode.RESOURCE_EXHAUSTED] * 10
+        assert last == "too many enrollment attempts from 127.0.0.1; retry in 6 s"
+        assert rc == 1
+        assert capsys.readouterr().err.strip() == \
+            "vigil-agent: error: too many enrollment attempts from 127.0.0.1; retry in 6 s"
+        assert not (tmp_path / "agent" / "agent.json").exists()
+        with ctl.sessions() as s:
+            entries = list(s.execute(select(AuditEntry).where(AuditEntry.action == "agent.enroll_failed")
+                                     .order_by(AuditEntry.seq)).scalars())
+            assert audit.verify(s).ok
+        bad = [e for e in entries if e.details["reason"] != "rate limited"]
+        assert len(bad) == ENROLL_BURST
+        assert all(e.details["source"] == "127.0.0.1" and e.details["hostname"] == "flood-host"
+                   and "not known to this controller" in str(e.details["reason"]) and e.object_id == t.token_id
+                   for e in bad)
+        limited = [e for e in entries if e.details["reason"] == "rate limited"]
+        assert [(e.actor, e.details.get("refused", 1)) for e in limited] == [("enroll:127.0.0.1", 1)]
+    finally:
+        ctl.writer.shutdown()
+        ctl.sessions.kw["bind"].dispose()
