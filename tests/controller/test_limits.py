@@ -180,3 +180,40 @@ def test_the_last_enabled_admin_cannot_be_disabled(env: tuple[Controller, TestCl
     assert client.post("/api/v1/users/ghost/disable", headers=auth(keys["admin"])).status_code == 404
     assert client.post("/api/v1/users/a%20b/disable", headers=auth(keys["admin"])).status_code == 422
     assert client.get("/api/v1/tickets", headers=auth(keys["admin"])).status_code == 200
+
+
+def test_the_operator_cli_lists_disables_and_revokes(env: tuple[Controller, TestClient, dict[str, str]],
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from controller.cli import operator as opcli
+
+    ctl, client, keys = env
+
+    def call(self: opcli.Client, method: str, path: str, body: Any = None, raw: bytes | None = None,
+             headers: dict[str, str] | None = None) -> Any:
+        r = client.request(method, "/api/v1" + path, json=body, headers=auth(self.key))
+        if r.status_code >= 400:
+            raise opcli.ApiError(f"{method} {path}: HTTP {r.status_code}: {r.json().get('detail')}")
+        return r.json()
+
+    monkeypatch.setattr(opcli.Client, "call", call)
+
+    def vigil(*args: str) -> tuple[int, str, str]:
+        code = opcli.main(["--url", "http://controller", "--api-key", keys["admin"], *args])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    code, out, _ = vigil("users", "list")
+    assert code == 0 and out.splitlines()[0].split() == ["USERNAME", "ROLE", "LOCKED", "DISABLED", "LAST_LOGIN_AT"]
+    assert code == 0 and [line.split()[0] for line in out.splitlines()[1:]] == ["admin", "analyst", "viewer"]
+    assert vigil("users", "disable", "viewer")[:2] == (0, "viewer: disabled, not locked\n")
+    assert vigil("users", "enable", "viewer")[:2] == (0, "viewer: enabled, not locked\n")
+    code, _, err = vigil("users", "disable", "admin")
+    assert code == 1 and "last enabled admin" in err and len(err.strip().splitlines()) == 1
+    key_id = keys["viewer"].split("_")[1]
+    code, out, _ = vigil("apikeys", "list", "--username", "viewer")
+    assert code == 0 and key_id in out and keys["viewer"].split("_", 2)[2] not in out
+    assert vigil("apikeys", "revoke", key_id)[:2] == (0, f"revoked API key {key_id} of viewer\n")
+    assert client.get("/api/v1/tickets", headers=auth(keys["viewer"])).status_code == 401
+    with ctl.sessions() as s:
+        assert s.execute(select(AuditEntry).where(AuditEntry.action == "apikey.revoke")).scalar_one().actor == "admin"

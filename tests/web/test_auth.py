@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pyotp
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -250,3 +252,32 @@ def test_after_login_only_local_targets(web: Web) -> None:
     client = web.client()
     r = login(client, "analyst", next_url=f"/tickets/{web.ticket_id}")
     assert r.headers["location"] == f"/tickets/{web.ticket_id}"
+
+
+def test_the_controller_cli_disables_users_and_revokes_keys(web: Web, capsys) -> None:
+    holder = signed_in(web, "analyst")
+    assert cli.main(["apikey", "create", "--data-dir", str(web.tmp), "--username", "analyst"]) == 0
+    key = capsys.readouterr().out.strip()
+    key_id = key.split("_")[1]
+    assert cli.main(["user", "disable", "--data-dir", str(web.tmp), "--username", "analyst"]) == 0
+    assert capsys.readouterr().err.strip() == "disabled analyst"
+    r = holder.get("/tickets")
+    assert r.status_code == 303 and r.headers["location"].startswith("/login")
+    assert login(web.client(), "analyst").status_code == 401
+    assert cli.main(["user", "enable", "--data-dir", str(web.tmp), "--username", "analyst"]) == 0
+    assert login(web.client(), "analyst").status_code == 303
+
+    assert cli.main(["apikey", "list", "--data-dir", str(web.tmp), "--username", "analyst"]) == 0
+    out = capsys.readouterr().out
+    assert key_id in out and key.split("_", 2)[2] not in out
+    assert cli.main(["apikey", "revoke", "--data-dir", str(web.tmp), key_id]) == 0
+    assert cli.main(["apikey", "list", "--data-dir", str(web.tmp), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(k["id"], k["revoked_at"] is not None) for k in listed] == [(key_id, True)]
+    assert cli.main(["apikey", "revoke", "--data-dir", str(web.tmp), "nope"]) == 1
+    assert "no API key 'nope'" in capsys.readouterr().err
+    # The only admins are admin and admin2: both cannot be disabled.
+    assert cli.main(["user", "disable", "--data-dir", str(web.tmp), "--username", "admin2"]) == 0
+    assert cli.main(["user", "disable", "--data-dir", str(web.tmp), "--username", "admin"]) == 1
+    assert "last enabled admin" in capsys.readouterr().err
+    assert {"user.disable", "user.enable", "apikey.revoke"} <= set(_actions(web))
