@@ -28,7 +28,7 @@ import hashlib
 import hmac
 import secrets
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -249,10 +249,10 @@ def needs_mfa(user: User) -> bool:
 
 
 def _prune_throttle(session: Session, when: dt.datetime) -> None:
+    """Forget counts older than :data:`THROTTLE_WINDOW`, at most :data:`_PRUNE_BATCH` rows per sign-in."""
     old = select(LoginThrottle.username, LoginThrottle.source).where(
         LoginThrottle.last_at < when - THROTTLE_WINDOW).limit(_PRUNE_BATCH)
-    for name, source in session.execute(old).all():
-        session.execute(delete(LoginThrottle).where(LoginThrottle.username == name, LoginThrottle.source == source))
+    session.execute(delete(LoginThrottle).where(tuple_(LoginThrottle.username, LoginThrottle.source).in_(old)))
 
 
 def _count_failure(session: Session, name: str, source: str, when: dt.datetime) -> int:
