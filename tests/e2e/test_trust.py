@@ -7,6 +7,7 @@ with an enrolled agent's own key, certificate and CA (``harness.AgentStream``).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 import stat
 import subprocess
@@ -381,3 +382,54 @@ def test_agent_port_speaks_only_tls12_ecdhe_or_tls13(controllers, agent_x) -> No
         code, out = s_client(a, x.data_dir, *extra)
         assert code != 0 and "Cipher is (NONE)" in out, (what, out)
         assert "no protocols available" not in out and "no cipher match" not in out, (what, out)  # not client-side
+
+
+# --- enrollment floods ------------------------------------------------------------------------------------
+
+def test_a_flood_of_wrong_tokens_is_limited_per_source_and_audited(tmp_path: Path) -> None:
+    """1,000 forged tokens from one address at a real controller: the first burst is refused and audited one
+    by one, the rest are refused for the limit without being looked at and audited as one entry; a genuine
+    enrollment from that address is told when to retry."""
+    from controller.domain.enrollment import ENROLL_BURST, ENROLL_PER_MINUTE
+
+    ctl = Controller(tmp_path / "flooded")
+    ctl.start()
+    try:
+        genuine = ctl.token()
+        t = parse_token(genuine)
+        creds = grpc.ssl_channel_credentials(root_certificates=(ctl.data_dir / "pki" / "ca.pem").read_bytes())
+        options = [("grpc.ssl_target_name_override", "vigil-controller")]
+        codes: list[grpc.StatusCode] = []
+        started = time.monotonic()
+        with grpc.secure_channel(f"127.0.0.1:{ctl.enroll_port}", creds, options) as channel:
+            stub = pbg.EnrollmentStub(channel)
+            for _ in range(1000):
+                forged = f"vgt1.{random_urlsafe(9)}.{random_urlsafe(24)}.{t.ca_fingerprint}"
+                try:
+                    stub.Enroll(pb.EnrollRequest(token=forged, csr_pem=b"", hostname="flood"), timeout=15)
+                except grpc.RpcError as exc:
+                    codes.append(exc.code())
+        elapsed = time.monotonic() - started
+        denied = codes.count(grpc.StatusCode.PERMISSION_DENIED)
+        # The bucket refills at ENROLL_PER_MINUTE while the flood runs.
+        assert ENROLL_BURST <= denied <= ENROLL_BURST + 1 + int(elapsed * ENROLL_PER_MINUTE / 60), (denied, elapsed)
+        assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 1000 - denied
+
+        d = tmp_path / "genuine"
+        line = assert_refused(cli(*enroll_cmd(ctl, genuine, d), check=False), 1,
+                              "too many enrollment attempts from 127.0.0.1; retry in")
+        assert line.rstrip().endswith(" s")
+        assert_no_identity(d)
+
+        with read_only_db(ctl.data_dir / "controller.db") as db:
+            rows = db.execute("SELECT details FROM audit_log WHERE action = 'agent.enroll_failed'").fetchall()
+            used = db.execute("SELECT used_at FROM enrollment_tokens WHERE id = ?", (t.token_id,)).fetchone()
+        details = [json.loads(r[0]) for r in rows]
+        refused_tokens = [x for x in details if x["reason"] != "rate limited"]
+        assert len(refused_tokens) == denied
+        assert all(x["source"] == "127.0.0.1" and x["hostname"] == "flood" for x in refused_tokens)
+        assert len([x for x in details if x["reason"] == "rate limited"]) == 1  # not one per attempt
+        assert used == (None,)  # the genuine token was not consumed
+        assert "verified" in cli("vigil-controller", "audit", "verify", "--data-dir", str(ctl.data_dir)).stdout
+    finally:
+        ctl.stop()
