@@ -191,12 +191,17 @@ def disable(session: Session, username: str, actor: str) -> User:
     user = _user(session, username)
     if user.disabled:
         return user
+    enabled_admins = select(User.username).where(User.role == "admin", User.disabled.is_(False))
     if user.role == "admin":
-        others = session.execute(select(func.count()).select_from(User).where(
-            User.role == "admin", User.disabled.is_(False), User.username != username)).scalar_one()
-        if not others:
-            raise Conflict(f"{username} is the last enabled admin; enable or create another admin first")
+        # Two admins disabling each other at once must not both succeed: PostgreSQL locks the enabled
+        # admins' rows here; on SQLite the flush below takes the one write lock before the count.
+        session.execute(enabled_admins.with_for_update()).all()
     user.disabled = True
+    session.flush()
+    if user.role == "admin" and not session.execute(enabled_admins.limit(1)).first():
+        user.disabled = False  # nothing changed, even for a caller that goes on in this transaction
+        session.flush()
+        raise Conflict(f"{username} is the last enabled admin; enable or create another admin first")
     ended = end_sessions(session, username, "disabled")
     audit.record(session, actor, "user.disable", "user", username, {"sessions_ended": ended})
     return user

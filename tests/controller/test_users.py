@@ -421,3 +421,16 @@ def test_roles_nest_viewer_analyst_admin() -> None:
 @pytest.mark.parametrize("role", ["", "root", "Admin", "superuser"])
 def test_unknown_role_allows_nothing(role: str) -> None:
     assert not any(role_allows(role, need) for need in ROLES)
+
+
+def test_two_admins_disabling_each_other_at_once_leave_one_enabled(sessions: sessionmaker[Session]) -> None:
+    from tests.controller.test_storage import race
+
+    with sessions.begin() as s:
+        create_user(s, "ann", "admin", GOOD, "cli:root")
+        create_user(s, "ben", "admin", GOOD, "cli:root")
+    errors = race(sessions, lambda s: users.disable(s, "ben", "ann"), lambda s: users.disable(s, "ann", "ben"),
+                  "transactionid" if sessions.kw["bind"].dialect.name == "postgresql" else None)
+    assert len(errors) == 1 and isinstance(errors[0], Conflict) and "last enabled admin" in str(errors[0])
+    with sessions() as s:
+        assert {u.username: u.disabled for u in users.list_users(s)} == {"ann": False, "ben": True}
