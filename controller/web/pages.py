@@ -381,9 +381,8 @@ def render_ticket(c: Ctx, ticket_id: int) -> Response:
 
 def _ticket_post(request: Request, ticket_id: int, work: Callable[[Session, User, FormData, dt.datetime], str]
                  ) -> Any:
-    _ticket_in_range(ticket_id)
-
     def run(s: Session, user: User, form: FormData, now: dt.datetime) -> tuple[str, str]:
+        _ticket_in_range(ticket_id)
         return work(s, user, form, now), f"/tickets/{ticket_id}"
 
     return act(request, run, lambda c: render_ticket(c, ticket_id))

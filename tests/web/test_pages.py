@@ -381,3 +381,8 @@ def test_admins_disable_enable_unlock_and_revoke_keys_from_the_users_page(web: W
     assert got == [("admin", "user.disable", "analyst"), ("admin", "user.enable", "analyst"),
                    ("admin", "user.unlock", "viewer"), ("admin", "apikey.revoke", key_id),
                    ("admin", "user.disable", "admin2")]
+
+
+def test_an_out_of_range_ticket_post_without_a_session_goes_to_sign_in(web: Web) -> None:
+    r = web.client().post(f"/tickets/{2**64}/comment", data={"text": "x"})
+    assert r.status_code == 303 and r.headers["location"].startswith("/login")
