@@ -1,0 +1,145 @@
+"""Is a SQLite database we own safe to use? Checked before use, by the agent and the controller.
+
+SQLite itself is silent about two kinds of damage that lose committed data:
+
+* A damaged frame in the ``-wal`` file. SQLite replays the WAL only up to the first frame whose
+  checksum fails and ignores the rest without an error, so one flipped byte in an early transaction
+  hides every later transaction: the database opens "fine", just truncated. We validate the WAL
+  ourselves against the documented format (https://www.sqlite.org/fileformat2.html#walformat).
+* A damaged page in the main file, which SQLite reports only when a query happens to read it;
+  ``PRAGMA quick_check`` reads every page.
+
+What is *not* damage: a torn tail (the last, uncommitted transaction cut short by a crash: SQLite
+rightly ignores it, nothing committed is lost) and frames carrying other salts (leftovers of an earlier
+WAL generation that SQLite overwrites from the start after a checkpoint).
+
+Both functions must run before this process opens the database: closing a descriptor of a file drops
+every POSIX lock the process holds on it, SQLite's included (see ``common.files``). ``check`` only reads
+the ``-wal`` file (SQLite keeps no locks on it) and opens the database through SQLite, read-only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import struct
+from datetime import UTC, datetime
+from pathlib import Path
+
+_WAL_HEADER = 32
+_FRAME_HEADER = 24
+_WAL_MAGIC = (0x377F0682, 0x377F0683)  # the low bit says the checksums are big-endian
+_WAL_VERSION = 3007000
+_COMPANIONS = ("-wal", "-shm", "-journal")
+
+__all__ = ["check", "move_aside"]
+
+
+def check(path: Path) -> str | None:
+    """Return None when the database at ``path`` (with its ``-wal``) is intact, else one sentence
+    saying what is wrong. A missing database with no ``-wal`` is intact (it will be created)."""
+    wal = _companion(path, "-wal")
+    if not path.exists():
+        if wal.exists() and wal.stat().st_size > 0:
+            return f"{path} is missing but its write-ahead log {wal.name} is not"
+        return None
+    wal_problem = _check_wal(wal) if wal.exists() and wal.stat().st_size > 0 else None
+    if wal_problem is not None:
+        return f"{wal}: {wal_problem}; SQLite would silently open the database without them"
+    return _quick_check(path)
+
+
+def move_aside(path: Path, now: datetime | None = None, *, label: str = "damaged") -> Path:
+    """Rename ``path`` and its ``-wal``/``-shm``/``-journal`` to ``<name>.<label>-<UTC time>[-N]``
+    (the companions keep their suffix after the new name, so SQLite can still open the moved copy)
+    and return the new path of the main file. N makes the name unique."""
+    stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    base = f"{path.name}.{label}-{stamp}"
+    n = 0
+    while True:
+        target = path.with_name(base if n == 0 else f"{base}-{n}")
+        if not any(_companion(target, s).exists() for s in ("", *_COMPANIONS)):
+            break
+        n += 1
+    for suffix in _COMPANIONS:
+        source = _companion(path, suffix)
+        if source.exists():
+            source.rename(_companion(target, suffix))
+    if path.exists():
+        path.rename(target)
+    return target
+
+
+def _companion(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
+
+
+def _checksum(data: bytes, big_endian: bool, s0: int, s1: int) -> tuple[int, int]:
+    """SQLite's WAL checksum: over 32-bit words taken in pairs, cumulative from (s0, s1)."""
+    words = struct.unpack(f"{'>' if big_endian else '<'}{len(data) // 4}I", data)
+    for i in range(0, len(words), 2):
+        s0 = (s0 + words[i] + s1) & 0xFFFFFFFF
+        s1 = (s1 + words[i + 1] + s0) & 0xFFFFFFFF
+    return s0, s1
+
+
+def _valid_page_size(size: int) -> bool:
+    return 512 <= size <= 65536 and size & (size - 1) == 0
+
+
+def _check_wal(wal: Path) -> str | None:
+    data = wal.read_bytes()
+    if len(data) < _WAL_HEADER:
+        return None  # a header cut short: no frame can be in it
+    magic, version, page_size, _ckpt, salt1, salt2, c1, c2 = struct.unpack(">8I", data[:_WAL_HEADER])
+    big_endian = magic == _WAL_MAGIC[1]
+    header_ok = (magic in _WAL_MAGIC and version == _WAL_VERSION and _valid_page_size(page_size)
+                 and _checksum(data[:24], big_endian, 0, 0) == (c1, c2))
+    if not header_ok:
+        smallest = page_size if _valid_page_size(page_size) else 512
+        if len(data) >= _WAL_HEADER + _FRAME_HEADER + smallest:
+            return "the log's header is damaged, so every transaction in it would be ignored"
+        return None
+    frame_size = _FRAME_HEADER + page_size
+    s0, s1 = c1, c2
+    offset, frame_no, failed_at = _WAL_HEADER, 0, 0
+    while offset + frame_size <= len(data):
+        frame_no += 1
+        pgno, commit, f_salt1, f_salt2, f_c1, f_c2 = struct.unpack(
+            ">6I", data[offset:offset + _FRAME_HEADER])
+        ours = (f_salt1, f_salt2) == (salt1, salt2)
+        if failed_at == 0:
+            s0, s1 = _checksum(data[offset:offset + 8], big_endian, s0, s1)
+            s0, s1 = _checksum(data[offset + _FRAME_HEADER:offset + frame_size], big_endian, s0, s1)
+            if not ours or pgno == 0 or (s0, s1) != (f_c1, f_c2):
+                failed_at = frame_no
+        elif ours and commit != 0:
+            return (f"frame {failed_at} is damaged, so the committed transactions after it "
+                    f"(up to frame {frame_no} at least) would be ignored")
+        offset += frame_size
+    return None
+
+
+def _quick_check(path: Path) -> str | None:
+    # Opening may create the -shm (and -wal) SQLite needs even to read a WAL database; remove the
+    # ones this check created, so checking leaves the directory as it was.
+    created = [p for p in (_companion(path, "-wal"), _companion(path, "-shm")) if not p.exists()]
+    uri = f"{path.absolute().as_uri()}?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True)
+        try:
+            rows = conn.execute("PRAGMA quick_check").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        return f"{path}: {exc}"
+    finally:
+        for p in created:
+            with contextlib.suppress(FileNotFoundError):
+                if p.name.endswith("-shm") or p.stat().st_size == 0:
+                    p.unlink()
+    answers = [str(r[0]) for r in rows]
+    if answers != ["ok"]:
+        shown = "; ".join(answers[:3]) + ("; ..." if len(answers) > 3 else "")
+        return f"{path} fails SQLite's integrity check: {shown}"
+    return None
