@@ -1,8 +1,10 @@
 """The agent's one long-lived stream to the controller, with jittered exponential backoff.
 
 Reports go out in sequence order from the spool with a bounded window in flight; each is deleted from
-the spool only when its Ack arrives. After a reconnect everything still in the spool is sent again: the
-controller stores each (agent, sequence) once, so a resend after a lost ack is harmless.
+the spool only when its Ack arrives (STORED or DUPLICATE; a REJECTED one moves to the spool's
+quarantine). The Hello names the spool's incarnation, and why it began when the agent knows. After a
+reconnect everything still in the spool is sent again: the controller stores each (agent, incarnation,
+sequence) once, so a resend after a lost ack is harmless.
 """
 
 from __future__ import annotations
@@ -110,6 +112,7 @@ class Connection:
             agent_version=__version__, hostname=socket.gethostname(),
             os=os_description(), policy_id=self.policy_id(),
             checks=[common_pb2.CheckCapability(check_id=c, version=v) for c, v in self.capabilities],
+            spool_incarnation=self.spool.incarnation, incarnation_note=self.spool.note,
         )
         inflight: set[int] = set()
         lock = threading.Lock()
@@ -156,13 +159,18 @@ class Connection:
             for msg in responses:
                 if not self.connected.is_set():
                     self.connected.set()
-                    log.info("connected to controller %s", self.controller)
+                    log.info("connected to controller %s (spool incarnation %s%s)", self.controller,
+                             self.spool.incarnation, f": {self.spool.note}" if self.spool.note else "")
                 kind = msg.WhichOneof("msg")
                 if kind == "ack":
-                    self.spool.ack([msg.ack.sequence])
-                    self.acked += 1
                     if msg.ack.outcome == pb.Ack.REJECTED:
-                        log.warning("controller rejected report %d: %s", msg.ack.sequence, msg.ack.message)
+                        # Kept, not deleted: the controller ticketed it, and an operator may want the original.
+                        self.spool.quarantine(msg.ack.sequence, f"rejected by the controller: {msg.ack.message}")
+                        log.warning("controller rejected report %d: %s (moved to the spool's quarantine in %s)",
+                                    msg.ack.sequence, msg.ack.message, self.spool.path)
+                    else:
+                        self.spool.ack([msg.ack.sequence])
+                    self.acked += 1
                     with lock:
                         inflight.discard(msg.ack.sequence)
                     self.spool.changed.set()

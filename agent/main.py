@@ -12,9 +12,10 @@ from pathlib import Path
 
 from agent.client import Connection
 from agent.scheduler import Scheduler
-from agent.spool import DEFAULT_MAX_BYTES, Spool
+from agent.spool import DEFAULT_MAX_BYTES, open_spool
 from agent.state import Identity, policy_path
 from agent.watchers import Watchers
+from checks.base import Undelivered
 from checks.registry import Checks
 from common.errors import ConfigError
 from proto.vigil.v1 import agent_service_pb2 as pb
@@ -83,13 +84,15 @@ class Agent:
         self.data_dir = data_dir
         self.config = config or AgentConfig()
         self.identity = Identity.load(data_dir)
-        self.spool = Spool(data_dir / "spool.db", int(self.config.spool_max_mb * 2**20))
+        self._stopping = threading.Event()
+        # Checked before use: a damaged spool is moved aside and a new incarnation begins.
+        self.spool = open_spool(data_dir / "spool.db", int(self.config.spool_max_mb * 2**20))
         self.checks = Checks()  # each check's code is imported when a task first needs it
-        self.scheduler = Scheduler(self.checks, self.deliver, self.spool.stats, self.config.check_timeout_s,
-                                   state_root=data_dir)
+        self.scheduler = Scheduler(self.checks, self.deliver, self.spool.health, self.config.check_timeout_s,
+                                   state_root=data_dir, recovery=self.spool.hold)
         # Continuous work (fim's real-time watching) starts with run() or with a policy push.
-        self.watchers = Watchers(self.checks, self.deliver, data_dir, self.spool.stats,
-                                 stateful=self.checks.continuous)
+        self.watchers = Watchers(self.checks, self.deliver, data_dir, self.spool.health,
+                                 stateful=self.checks.continuous, recovery=self.spool.hold)
         self.connection = Connection(
             data_dir, self.identity.controller, self.spool,
             self.checks.capabilities,
@@ -105,13 +108,46 @@ class Agent:
                 log.warning("ignoring unreadable %s", saved)
 
     def deliver(self, report: report_pb2.Report) -> None:
+        """Queue ``report`` in the spool; raises Undelivered when the spool is full (the drop is counted
+        and the report's task is dirty: it is collected again once the spool has room)."""
+        report.incarnation = self.spool.incarnation
+
         def build(seq: int) -> bytes:
             report.sequence = seq
             return pb.AgentMessage(report=report).SerializeToString()
 
-        seq = self.spool.put(build, essential=report.check_id == "agent")
+        seq = self.spool.put(build, essential=report.check_id == "agent", task_id=report.task_id,
+                             check_id=report.check_id)
         if seq is None:
-            log.error("spool full: dropped a %s result (the controller will be told)", report.check_id)
+            log.error("spool full: dropped a %s result of task %s (counted; collected again once the spool has "
+                      "room)", report.check_id, report.task_id or "-")
+            raise Undelivered(f"the spool {self.spool.path} is full: the {report.check_id} result was dropped")
+
+    def recover(self) -> None:
+        """Collect dropped results again once the spool has room, and report the agent's health at once
+        when the last dirty task became clean (so the controller can close the gap it ticketed).
+
+        Woken by the spool (an ack that freed room, a task that became clean); never polls.
+        """
+        spool = self.spool
+        while not self._stopping.is_set():
+            spool.wake.wait()
+            spool.wake.clear()
+            if self._stopping.is_set():
+                return
+            if spool.recovered.is_set():
+                spool.recovered.clear()
+                log.info("every dropped result was collected again: reporting the agent's health now")
+                self.scheduler.run_now(["agent"])
+            if spool.room.is_set():
+                spool.room.clear()
+                rerun = [tid for tid, _check, _n, held in spool.dirty() if not held]
+                if rerun:
+                    log.info("the spool has room again: running %d task(s) whose results were dropped",
+                             len(rerun))
+                    for gone in self.scheduler.run_tasks(rerun):
+                        # Left the policy meanwhile: nothing will collect it again.
+                        spool.hold(gone, "", False)
 
     def on_policy(self, policy: pb.Policy) -> None:
         tmp = policy_path(self.data_dir).with_suffix(".tmp")
@@ -129,6 +165,7 @@ class Agent:
         self.watchers.apply(self.scheduler.tasks())
         sched = threading.Thread(target=self.scheduler.loop, name="vigil-scheduler", daemon=True)
         sched.start()
+        threading.Thread(target=self.recover, name="vigil-recovery", daemon=True).start()
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop())
@@ -139,11 +176,15 @@ class Agent:
             self.close()
 
     def stop(self) -> None:
+        self._stopping.set()
+        self.spool.wake.set()
         self.connection.stop()
         self.scheduler.stop()
 
     def close(self) -> None:
         """Stop continuous work and scheduling, then close the spool they deliver into."""
+        self._stopping.set()
+        self.spool.wake.set()
         self.watchers.stop_all()
         self.scheduler.stop()
         self.spool.close()

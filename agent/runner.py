@@ -7,6 +7,7 @@ result split in several, a real-time change); those become Reports of the same t
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import threading
@@ -17,12 +18,13 @@ from typing import Any
 
 from google.protobuf import struct_pb2
 
-from checks.base import Check, CheckError, Context, Result
+from checks.base import Check, CheckError, Context, Result, Undelivered
 from proto.vigil.v1 import agent_service_pb2 as pb
 from proto.vigil.v1 import common_pb2, report_pb2
 
 log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 120.0
+# Queues a Report durably; raises checks.base.Undelivered when the spool is full (the drop is counted).
 Deliver = Callable[[report_pb2.Report], None]
 
 
@@ -89,21 +91,23 @@ def run_check(
     params: Mapping[str, Any],
     task_id: str,
     timeout_s: float = DEFAULT_TIMEOUT_S,
-    spool_stats: Callable[[], Mapping[str, int]] | None = None,
+    spool_stats: Callable[[], Mapping[str, int | str]] | None = None,
     *,
     state_dir: Path | None = None,
     emit: Deliver | None = None,
+    recovery: Callable[[bool], None] | None = None,
 ) -> report_pb2.Report:
     """Run ``check`` and return an unsequenced Report (the spool assigns the sequence).
 
     ``state_dir`` is the task's private state directory; ``emit`` delivers the Reports of results the
-    check reports before its last one (through ``Context.emit`` or by yielding several).
+    check reports before its last one (through ``Context.emit`` or by yielding several); ``recovery``
+    becomes ``Context.recovery``.
     """
     report = new_report(check, task_id)
     started = time.perf_counter()
     kind, message = common_pb2.CheckStatus.OK, ""
     emit_result = (lambda result: emit(result_report(check, task_id, result))) if emit is not None else None
-    ctx = Context(spool_stats=spool_stats, state_dir=state_dir, emit=emit_result)
+    ctx = Context(spool_stats=spool_stats, state_dir=state_dir, emit=emit_result, recovery=recovery)
     # A check that knows it needs longer (a file-integrity verification) gets that long.
     limit = max(timeout_s, check.timeout_s or 0.0)
     if not check.runs_here(ctx.platform):
@@ -137,7 +141,9 @@ def run_check(
                 *earlier, last = results
                 for result in earlier:
                     if emit_result is not None:
-                        emit_result(result)
+                        # A drop is counted and its task marked dirty by the spool: it runs again.
+                        with contextlib.suppress(Undelivered):
+                            emit_result(result)
                     else:
                         log.warning("check %s yielded %d results; only the last is reported", check.id, len(results))
                 getattr(report, check.report_field).CopyFrom(last.to_proto())

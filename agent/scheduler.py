@@ -17,7 +17,7 @@ from typing import Any
 
 from agent.runner import run_check, task_params
 from agent.state import check_state_dir
-from checks.base import Check
+from checks.base import Check, Undelivered
 from proto.vigil.v1 import agent_service_pb2 as pb
 from proto.vigil.v1 import report_pb2
 
@@ -29,11 +29,14 @@ class Scheduler:
         self,
         checks: Mapping[str, Check[Any, Any]],
         deliver: Callable[[report_pb2.Report], None],
-        spool_stats: Callable[[], Mapping[str, int]] | None = None,
+        spool_stats: Callable[[], Mapping[str, int | str]] | None = None,
         timeout_s: float = 120.0,
         state_root: Path | None = None,
+        recovery: Callable[[str, str, bool], None] | None = None,
     ) -> None:
         self.checks = checks
+        # (task id, check id, still dirty): a check that collects dropped results again itself says so.
+        self.recovery = recovery
         self.deliver = deliver
         self.spool_stats = spool_stats
         self.timeout_s = timeout_s
@@ -84,6 +87,18 @@ class Scheduler:
             self._rebuild()
             self._cv.notify_all()
 
+    def run_tasks(self, task_ids: list[str]) -> list[str]:
+        """Run these tasks of the policy now; returns those that are not in the policy (nothing to run)."""
+        with self._cv:
+            now = time.monotonic()
+            missing = [tid for tid in task_ids if tid not in self._tasks]
+            for tid in task_ids:
+                if tid in self._tasks:
+                    self._next[tid] = now
+            self._rebuild()
+            self._cv.notify_all()
+        return missing
+
     def _rebuild(self) -> None:
         self._due = [(t, tid) for tid, t in self._next.items()]
         heapq.heapify(self._due)
@@ -127,14 +142,22 @@ class Scheduler:
             with self._cv:
                 self._running.discard(task.task_id)
 
-    def _run(self, task: pb.Task) -> None:
+    def _run(self, task: pb.Task) -> bool:
+        """Run ``task`` and queue its report; False when the report could not be queued (spool full:
+        the drop is counted and the task is dirty until a later result of it is queued)."""
         check = self.checks.get(task.check_id)
         if check is None:
             log.warning("policy asks for unknown check %r; skipped", task.check_id)
-            return
+            return True
         state_dir = check_state_dir(self.state_root, check.id, task.task_id) if self.state_root else None
+        hook = self.recovery
+        recovery = (lambda dirty: hook(task.task_id, task.check_id, dirty)) if hook is not None else None
         report = run_check(check, task_params(task), task.task_id, self.timeout_s, self.spool_stats,
-                           state_dir=state_dir, emit=self.deliver)
+                           state_dir=state_dir, emit=self.deliver, recovery=recovery)
         with self._cv:
             self.runs += 1
-        self.deliver(report)
+        try:
+            self.deliver(report)
+        except Undelivered:
+            return False
+        return True

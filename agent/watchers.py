@@ -7,6 +7,7 @@ the task leaves the policy, or its parameters change, what was started is stoppe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -16,7 +17,7 @@ from typing import Any
 
 from agent.runner import Deliver, error_report, result_report, task_params
 from agent.state import check_state_dir, prune_state_dirs, touch_state_dir
-from checks.base import Check, Context, Result, Stoppable
+from checks.base import Check, Context, Result, Stoppable, Undelivered
 from proto.vigil.v1 import agent_service_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -32,10 +33,13 @@ class Watchers:
         checks: Mapping[str, Check[Any, Any]],
         deliver: Deliver,
         state_root: Path | None,
-        spool_stats: Callable[[], Mapping[str, int]] | None = None,
+        spool_stats: Callable[[], Mapping[str, int | str]] | None = None,
         stateful: Iterable[str] | None = None,
+        recovery: Callable[[str, str, bool], None] | None = None,
     ) -> None:
         self.checks = checks
+        # (task id, check id, still dirty): see Context.recovery.
+        self.recovery = recovery
         # The checks whose task state folders are pruned when their tasks leave the policy.
         self.stateful = set(stateful) if stateful is not None else {
             c.id for c in checks.values() if has_continuous_work(c)}
@@ -73,15 +77,18 @@ class Watchers:
     def _start(self, task: pb.Task, check: Check[Any, Any], params: dict[str, Any], fingerprint: str) -> None:
         state_dir = check_state_dir(self.state_root, check.id, task.task_id) if self.state_root else None
 
-        def emit(result: Result) -> None:
+        def emit(result: Result) -> None:  # raises Undelivered when the spool is full: the check handles it
             self.deliver(result_report(check, task.task_id, result))
 
-        ctx = Context(spool_stats=self.spool_stats, state_dir=state_dir, emit=emit)
+        hook = self.recovery
+        recovery = (lambda dirty: hook(task.task_id, check.id, dirty)) if hook is not None else None
+        ctx = Context(spool_stats=self.spool_stats, state_dir=state_dir, emit=emit, recovery=recovery)
         try:
             handle = check.start(check.args_type.from_params(params), ctx)
         except Exception as exc:  # a check must never take the agent down; the controller hears of it
             log.warning("cannot start %s for task %s: %s", check.id, task.task_id, exc)
-            self.deliver(error_report(check, task.task_id, exc, "cannot start watching"))
+            with contextlib.suppress(Undelivered):  # counted and marked dirty by the spool
+                self.deliver(error_report(check, task.task_id, exc, "cannot start watching"))
             return
         if handle is not None:
             log.info("started %s for task %s", check.id, task.task_id)

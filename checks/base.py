@@ -34,6 +34,15 @@ class UnsupportedPlatform(CheckError):
     kind = "UNSUPPORTED"
 
 
+class Undelivered(VigilError):
+    """``Context.emit`` could not queue the result (the agent's spool is full): it is NOT on its way.
+
+    The agent has counted the drop and marked the task dirty. A check that keeps local state must not
+    record what it reported in this result as known (so that it finds it again), and may say through
+    ``Context.recovery`` that it will collect it again itself.
+    """
+
+
 @dataclass
 class Context:
     """What a check may know about where it runs."""
@@ -42,13 +51,18 @@ class Context:
     # Raised by the check when it saw only part of what it looks at (e.g. other users' sockets).
     warnings: list[str] = field(default_factory=list)
     # Set by the agent runner for the ``agent`` check: spool depth, bytes and dropped count.
-    spool_stats: Callable[[], Mapping[str, int]] | None = None
+    spool_stats: Callable[[], Mapping[str, int | str]] | None = None
     # A directory private to this check and policy task, kept across runs and restarts (a local
     # baseline lives there); None when the caller gives none.
     state_dir: Path | None = None
     # Report a result now, outside the schedule (a real-time change); the agent spools it at once.
-    # It returns when the result is durably queued. None when nobody listens.
+    # It returns when the result is durably queued, and raises Undelivered when it could not be.
+    # None when nobody listens.
     emit: Callable[[Result], None] | None = None
+    # A check that collects dropped results again on its own (fim re-scans the roots whose events were
+    # not queued) says here whether its task is still dirty (True) or has recovered (False); the agent
+    # then leaves the task's recovery to it. None when nobody listens.
+    recovery: Callable[[bool], None] | None = None
 
 
 class Args:
