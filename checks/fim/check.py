@@ -3,25 +3,28 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
-from checks.base import Args, Check, Context, Result
+from checks.base import Args, Check, Context, Result, Undelivered
 from checks.fim.args import FimArgs
 from checks.fim.errors import FimError, FimStateError
 from checks.fim.model import Detector, FimEvent, FimResult
 
 if TYPE_CHECKING:
     from checks.fim.scan import FimEngine, ScanStats
-    from checks.fim.watch import Coalescer, Watcher
+    from checks.fim.watch import Batch, Coalescer, Watcher
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 # How often an idle session checks that its watches are alive (a deleted root stops its watch).
 HEALTH_CHECK_S = 10.0
+SPOOL_FULL = ("the agent's spool is full: changes found were not recorded and are reported by a re-scan "
+              "once it has room")
 # Files the background copy pass reads between two looks at the real-time queue.
 _COPY_SLICE = 128
 # How long a scheduled verification waits for a startup scan or rescan of the same task to finish.
@@ -181,7 +184,19 @@ class Fim(Check[FimArgs, FimResult]):
                 else:
                     held.append(result)
 
-            stats = engine.verify(sink) if engine.baseline_complete else engine.build_baseline(kind="verify")
+            was_dirty = bool(engine.dirty_roots)
+            try:
+                stats = engine.verify(sink) if engine.baseline_complete else engine.build_baseline(kind="verify")
+            except Undelivered:
+                # The roots are marked dirty: re-scanned (by the session, or the next verification)
+                # once the spool has room. Nothing whose events were not queued was recorded.
+                if ctx.recovery is not None:
+                    ctx.recovery(True)
+                ctx.warnings.append(SPOOL_FULL)
+                yield _result(engine, "verify", [], notices=[*notices, SPOOL_FULL])
+                return
+            if was_dirty and ctx.recovery is not None:
+                ctx.recovery(bool(engine.dirty_roots))
             if not self._shared(state_dir):
                 # No session does the background copy pass for this task: do a bounded share of it here.
                 end = time.monotonic() + 5.0
@@ -211,7 +226,8 @@ class Fim(Check[FimArgs, FimResult]):
         """Start watching: the startup scan, then real-time events, reported through ``ctx.emit``."""
         if ctx.emit is None:
             raise FimError("the fim check reports real-time changes through Context.emit, which is not set")
-        session = FimSession(self, args, _state_dir(ctx), ctx.emit)
+        session = FimSession(self, args, _state_dir(ctx), ctx.emit, spool_stats=ctx.spool_stats,
+                             recovery=ctx.recovery)
         session.start()
         return session
 
@@ -219,13 +235,19 @@ class Fim(Check[FimArgs, FimResult]):
 class FimSession:
     """Continuous watching of one task: startup scan, then real-time batches, until :meth:`stop`."""
 
-    def __init__(self, check: Fim, args: FimArgs, state_dir: Path, emit: Callable[[Result], None]) -> None:
+    def __init__(self, check: Fim, args: FimArgs, state_dir: Path, emit: Callable[[Result], None], *,
+                 spool_stats: Callable[[], Mapping[str, int | str]] | None = None,
+                 recovery: Callable[[bool], None] | None = None) -> None:
         from checks.fim.watch import Coalescer
 
         self.check = check
         self.args = args
         self.state_dir = state_dir
         self.emit = emit
+        self.spool_stats = spool_stats
+        self.recovery = recovery
+        # Whether the agent was last told this task is dirty (None: not told yet).
+        self._held: bool | None = None
         self.engine: FimEngine | None = None
         self.watcher: Watcher | None = None
         self.coalescer: Coalescer = Coalescer(args.coalesce_ms / 1000.0)
@@ -269,7 +291,7 @@ class FimSession:
                 if engine is not None and not self.stopped.is_set():
                     notice = f"real-time watching stopped: {exc}; starting again in {delay:.0f}s"
                     try:
-                        self.emit(_result(engine, "realtime", [], notices=[notice]))
+                        self._tell(_result(engine, "realtime", [], notices=[notice]))
                     except Exception:
                         log.exception("fim: could not report that watching stopped")
             finally:
@@ -289,11 +311,59 @@ class FimSession:
         if self.args.realtime:
             # Watch first, scan second: a change made during the startup scan is then seen by one or both.
             notices += self._start_watcher(engine)
-        stats = _in_low_priority_thread(lambda: engine.startup(self._sink(engine, "startup"), cancel=self.stopped))
+        try:
+            stats: ScanStats | None = _in_low_priority_thread(
+                lambda: engine.startup(self._sink(engine, "startup"), cancel=self.stopped))
+        except Undelivered:
+            stats = None
+            notices.append(SPOOL_FULL)
         notices += self._watch_limit_notice(engine)
-        self.emit(_result(engine, stats.kind, [], stats, notices))
+        self._tell(_result(engine, stats.kind if stats else "startup", [], stats, notices))
+        self._settle(engine)
         self.ready.set()
         self._loop(engine)
+
+    def _tell(self, result: FimResult) -> None:
+        """Emit a result that carries no events (a summary, a notice): if the spool cannot take it, the
+        drop is counted and nothing is lost that a re-scan must find."""
+        try:
+            self.emit(result)
+        except Undelivered:
+            log.warning("fim: the spool is full; a summary of %s was dropped (counted)", ", ".join(self.args.paths))
+
+    def _settle(self, engine: FimEngine) -> None:
+        """Tell the agent whether this task still has dirty roots (only when that changed)."""
+        dirty = bool(engine.dirty_roots)
+        if self.recovery is not None and dirty != self._held:
+            self.recovery(dirty)
+        self._held = dirty
+
+    def _has_room(self) -> bool:
+        """Whether the spool has room for a re-scan's results: at most half full."""
+        if self.spool_stats is None:
+            return True
+        stats = self.spool_stats()
+        limit = int(stats.get("max_bytes", 0))
+        return limit <= 0 or int(stats.get("bytes", 0)) * 2 <= limit
+
+    def _recover(self, engine: FimEngine) -> None:
+        """Re-scan the roots whose events the spool could not take, once it has room again."""
+        dirty = engine.dirty_roots
+        if not dirty or not self._has_room():
+            return
+        names = ", ".join(os.fsdecode(r) for r in dirty)
+        try:
+            stats = _in_low_priority_thread(lambda: engine.rescan(
+                self._sink(engine, "overflow_rescan"), Detector.OVERFLOW_RESCAN, cancel=self.stopped, roots=dirty))
+        except Undelivered:
+            log.warning("fim: the spool is full again; %s stay dirty", names)
+            self._settle(engine)
+            return
+        found = f"{stats.events} change{'s' if stats.events != 1 else ''} found"
+        notice = (f"results of {names} were dropped while the agent's spool was full; rescanned {names}: {found}")
+        log.info("fim: %s", notice)
+        self._tell(_result(engine, stats.kind, [], stats, [notice]))
+        self._settle(engine)
 
     def _loop(self, engine: FimEngine) -> None:
         copies = engine.copies_pending
@@ -302,6 +372,7 @@ class FimSession:
             batch = self.coalescer.take(0.0 if copies else HEALTH_CHECK_S)
             if self.stopped.is_set():
                 return
+            self._recover(engine)
             if batch is None:
                 if copies:
                     copies = engine.fill_copies(_COPY_SLICE, cancel=self.stopped) > 0
@@ -313,16 +384,33 @@ class FimSession:
                 self._health(engine)
                 continue
             quiet = False
-            if batch.overflow:
-                stats = _in_low_priority_thread(lambda: engine.rescan(
-                    self._sink(engine, "overflow_rescan"), Detector.OVERFLOW_RESCAN, cancel=self.stopped))
-                found = f"{stats.events} change{'s' if stats.events != 1 else ''} found"
-                notices = [f"{reason}; rescanned {', '.join(self.args.paths)}: {found}" for reason in batch.overflow]
-                self.emit(_result(engine, stats.kind, [], stats, notices))
-            elif batch.paths:
-                stats = engine.reconcile(batch.paths, self._sink(engine, "realtime"), cancel=self.stopped)
-                if stats.notices:
-                    self.emit(_result(engine, "realtime", [], stats))
+            try:
+                self._handle(engine, batch)
+            except Undelivered:
+                log.warning("fim: the spool is full; changes under %s are re-scanned once it has room",
+                            ", ".join(os.fsdecode(r) for r in engine.dirty_roots))
+            self._settle(engine)
+
+    def _handle(self, engine: FimEngine, batch: Batch) -> None:
+        """One batch of changes. What lies under a dirty root is left to that root's re-scan."""
+        dirty = engine.dirty_roots
+        if batch.overflow:
+            roots = [r for r in engine.roots if r not in dirty]
+            if not roots:
+                return
+            stats = _in_low_priority_thread(lambda: engine.rescan(
+                self._sink(engine, "overflow_rescan"), Detector.OVERFLOW_RESCAN, cancel=self.stopped, roots=roots))
+            found = f"{stats.events} change{'s' if stats.events != 1 else ''} found"
+            walked = ", ".join(os.fsdecode(r) for r in roots)
+            notices = [f"{reason}; rescanned {walked}: {found}" for reason in batch.overflow]
+            self._tell(_result(engine, stats.kind, [], stats, notices))
+        elif batch.paths:
+            paths = batch.paths if not dirty else [p for p in batch.paths if engine.root_for(p) not in dirty]
+            if not paths:
+                return
+            stats = engine.reconcile(paths, self._sink(engine, "realtime"), cancel=self.stopped)
+            if stats.notices:
+                self._tell(_result(engine, "realtime", [], stats))
 
     def _start_watcher(self, engine: FimEngine) -> list[str]:
         from checks.fim.watch import Watcher

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import struct
 import sys
@@ -36,6 +37,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from checks.base import Undelivered
 from checks.fim import diff as _diff
 from checks.fim.args import FimArgs
 from checks.fim.errors import FimStateError
@@ -57,6 +59,7 @@ from checks.fim.state import COPY_BINARY, COPY_KEPT, COPY_NONE, COPY_PENDING, Ke
 if TYPE_CHECKING:
     from checks.fim.baseline import Builder
 
+log = logging.getLogger(__name__)
 SEP = os.fsencode(os.sep)
 EVENTS_PER_RESULT = 500
 BYTES_PER_RESULT = 2 * 2**20
@@ -101,6 +104,54 @@ class ScanStats:
         return self
 
 
+class _Rebuild:
+    """The first full scan after a damaged state database was replaced by what could be read of it.
+
+    A directory is *lost* when its records could not be read: it has no page now and either was known
+    as a directory, is a watched root, or lies in a lost directory (or it is a page known to be lost).
+    Its entries are recorded without events (a rebuilt baseline) and named in a notice; everything
+    else is compared with the records read, and what differs is reported as usual.
+    """
+
+    def __init__(self, db: StateDB, info: dict[str, object], roots: list[bytes]) -> None:
+        self.unreadable = int(str(info.get("unreadable", 0)))
+        raw_lost = info.get("lost", [])
+        self.lost = {bytes.fromhex(str(h)) for h in raw_lost} if isinstance(raw_lost, list) else set()
+        self.parents, self.dirs = db.known_directories()
+        self.roots = set(roots)
+        self._memo: dict[bytes, bool] = {}
+        # Lost directories, and how many entries each recorded without an event.
+        self.recorded: dict[bytes, int] = {}
+
+    def is_lost(self, d: bytes) -> bool:
+        got = self._memo.get(d)
+        if got is None:
+            if d in self.lost:
+                got = True
+            elif self.unreadable == 0 or d in self.parents:
+                got = False
+            elif d in self.dirs or d in self.roots:
+                got = True
+            else:
+                parent = os.path.dirname(d)
+                got = parent != d and parent in self._memo and self._memo[parent]
+            self._memo[d] = got
+        return got
+
+    def notice(self) -> str | None:
+        if not self.recorded and not self.unreadable:
+            return None
+        names = sorted(self.recorded)
+        shown = ", ".join(display(n) for n in names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+        entries = sum(self.recorded.values())
+        if not names:
+            return (f"the fim state was rebuilt from its damaged database: {self.unreadable} pages of records "
+                    "could not be read, but no watched directory lost its records")
+        return (f"the fim state was rebuilt from its damaged database: the records of {len(names)} "
+                f"director{'ies' if len(names) != 1 else 'y'} could not be read ({shown}); their {entries} "
+                "entries were recorded as a rebuilt baseline, so changes made there before now cannot be told")
+
+
 class _Run:
     """The state of one scan or real-time batch."""
 
@@ -118,6 +169,10 @@ class _Run:
         # This run's slice of the rotating re-hash: keys in (lo, hi], one or two ranges (it may wrap).
         self.rehash: list[tuple[Key, Key]] = []
         self.rehash_all = False
+        # Set for the first full scan after a rebuild of the state database.
+        self.rebuild: _Rebuild | None = None
+        # Directories whose entries are recorded without events (their records were lost).
+        self.quiet: set[bytes] = set()
 
     def forced(self, parent: bytes, name: bytes) -> bool:
         if self.rehash_all:
@@ -219,21 +274,84 @@ class FimEngine:
             self.db.set_meta("baseline", "0")
 
     def _open(self, path: Path) -> StateDB:
+        """The state database, checked before use. A damaged one is moved aside (with its -wal and
+        -shm) and replaced by a new one holding what could still be read from it: the next full scan
+        reports the differences against those records, and records the directories whose records were
+        lost as a rebuilt baseline, naming them (see :class:`_Rebuild`)."""
+        from common.sqlite_integrity import check
+
+        reason = None
         try:
-            return StateDB(path)
-        except FimStateError as exc:
-            if not path.exists() or isinstance(exc.__cause__, OSError):
-                raise
-            # A damaged baseline must not stop the watching: keep it for a post-mortem, start afresh.
-            aside = path.with_name(f"{path.name}.damaged-{int(time.time())}")
-            os.replace(path, aside)
-            for suffix in ("-wal", "-shm"):
-                with contextlib.suppress(OSError):
-                    os.unlink(path.with_name(path.name + suffix))
-            self.open_notices.append(f"{exc}; it was moved to {aside} and a new baseline is recorded")
-            return StateDB(path)
+            reason = check(path)
+        except OSError as exc:
+            raise FimStateError(f"{path}: cannot read the fim state database: {exc}") from exc
+        if reason is None:
+            try:
+                return StateDB(path)
+            except FimStateError as exc:
+                if not path.exists() or isinstance(exc.__cause__, OSError):
+                    raise
+                reason = str(exc)
+        return self._rebuild_from(path, reason)
+
+    def _rebuild_from(self, path: Path, reason: str) -> StateDB:
+        from checks.fim.state import salvage
+        from common.sqlite_integrity import move_aside
+
+        try:
+            aside = move_aside(path)
+        except OSError as exc:
+            raise FimStateError(f"{path}: the fim state database is damaged ({reason}) and cannot be moved "
+                                f"aside: {exc}") from exc
+        got = salvage(aside)
+        db = StateDB(path)
+        if got.rows and got.meta.get("baseline") == "1":
+            db.put_rows(got.rows)
+            with db.tx():
+                for key, value in got.meta.items():
+                    db.set_meta(key, value)
+                db.set_meta("rebuild", json.dumps({"unreadable": got.unreadable,
+                                                   "lost": sorted(p.hex() for p in got.lost)}))
+            db.recount()
+            what = (f"{len(got.rows)} pages of records could be read, {got.unreadable} could not; the next scan "
+                    "reports what differs from the records read and names the directories whose records were lost")
+        else:
+            what = ("nothing usable could be read from it: a new baseline is recorded (changes made before it "
+                    "cannot be told)")
+        notice = f"the fim state database {path} was damaged ({reason}); it was moved to {aside}; {what}"
+        log.error("fim: %s", notice)
+        self.open_notices.append(notice)
+        return db
 
     # -- state -------------------------------------------------------------------------------------
+
+    @property
+    def dirty_roots(self) -> list[bytes]:
+        """Roots with changes whose events the spool could not take: re-scanned once it has room."""
+        raw = self.db.meta("dirty_roots")
+        return [r for r in (bytes.fromhex(h) for h in json.loads(raw)) if r in self.roots] if raw else []
+
+    def mark_dirty(self, roots: Iterable[bytes]) -> None:
+        with self.db.lock:
+            dirty = sorted({*self.dirty_roots, *roots})
+            self.db.set_meta("dirty_roots", json.dumps([r.hex() for r in dirty]))
+
+    def clean(self, roots: Iterable[bytes]) -> None:
+        """``roots`` were walked and everything found was queued: they are clean."""
+        with self.db.lock:
+            done = set(roots)
+            dirty = self.dirty_roots
+            if dirty and done & set(dirty):
+                self.db.set_meta("dirty_roots", json.dumps([r.hex() for r in dirty if r not in done]))
+
+    @contextlib.contextmanager
+    def _dirty_on_drop(self, roots: list[bytes]) -> Iterator[None]:
+        """Mark ``roots`` dirty (persisted) when a result of theirs could not be queued, and stop the scan."""
+        try:
+            yield
+        except Undelivered:
+            self.mark_dirty(roots)
+            raise
 
     @property
     def baseline_complete(self) -> bool:
@@ -259,6 +377,10 @@ class FimEngine:
     def _check_cancel(self, cancel: threading.Event | None = None) -> None:
         if self._cancel.is_set() or (cancel is not None and cancel.is_set()):
             raise Cancelled("fim scan stopped")
+
+    def root_for(self, path: bytes) -> bytes | None:
+        """The watched root ``path`` lies under (or is), None if none."""
+        return self._root_for(path)
 
     def _root_for(self, path: bytes) -> bytes | None:
         for root in self.roots:
@@ -327,7 +449,7 @@ class FimEngine:
                 for text in p.notices:
                     stats.notice(text)
                 now = str(time.time())
-                self.db.end_bulk({"baseline_at": now, "last_verify_at": now, "baseline": "1"})
+                self.db.end_bulk({"baseline_at": now, "last_verify_at": now, "baseline": "1", "dirty_roots": "[]"})
                 complete = True
             finally:
                 if not complete:
@@ -434,8 +556,11 @@ class FimEngine:
             run = _Run(Detector.VERIFY, sink, stats, cancel)
             now = time.time()
             cursor = self._plan_rehash(run, now, rehash_all)
-            self._full_walk(run)
-            self._flush(run)
+            with self._dirty_on_drop(self.roots):
+                self._full_walk(run)
+                self._flush(run)
+            self._end_rebuild(run)
+            self.clean(self.roots)
             self.db.set_meta("last_verify_at", str(now))
             if cursor is not None:
                 self.db.set_meta("rehash_cursor", _unkey(cursor))
@@ -472,24 +597,43 @@ class FimEngine:
         return end
 
     def rescan(self, sink: Sink | None, detector: Detector = Detector.STARTUP, *,
-               cancel: threading.Event | None = None) -> ScanStats:
-        """Walk everything and report what differs from the baseline (startup, or after an overflow)."""
+               cancel: threading.Event | None = None, roots: list[bytes] | None = None) -> ScanStats:
+        """Walk everything (or just ``roots``) and report what differs from the baseline (startup, after
+        an overflow, or for the roots left dirty by results the spool could not take)."""
         kind = _KINDS.get(detector, "verify")
+        walked = self.roots if roots is None else [r for r in self.roots if r in roots]
         with self.scan_lock:
             self._check_cancel(cancel)
             stats = ScanStats(kind)
             run = _Run(detector, sink, stats, cancel)
-            self._full_walk(run)
-            self._flush(run)
-            self._set_cap(stats, full=True)
+            with self._dirty_on_drop(walked):
+                self._full_walk(run, None if roots is None else walked)
+                self._flush(run)
+            self._end_rebuild(run)
+            self.clean(walked)
+            self._set_cap(stats, full=roots is None)
             self.db.shrink()
             return stats.finish()
 
-    def _full_walk(self, run: _Run) -> None:
-        for root in self.roots:
+    def _full_walk(self, run: _Run, roots: list[bytes] | None = None) -> None:
+        raw = self.db.meta("rebuild") if roots is None else None
+        if raw is not None:
+            run.rebuild = _Rebuild(self.db, json.loads(raw), self.roots)
+        for root in self.roots if roots is None else roots:
             is_dir, _was_dir = self._compare_root(root, run)
             if is_dir:
                 self._walk(root, root, run)
+
+    def _end_rebuild(self, run: _Run) -> None:
+        """A full scan after a rebuild completed: say what was lost, and compare normally from now on."""
+        if run.rebuild is None:
+            return
+        text = run.rebuild.notice()
+        if text:
+            run.stats.notice(text)
+            log.warning("fim: %s", text)
+        with self.db.tx():
+            self.db.delete_meta("rebuild")
 
     def _walk(self, root: bytes, start: bytes, run: _Run) -> None:
         stack = [start]
@@ -515,6 +659,8 @@ class FimEngine:
             return False, was_dir
         h = head(st)
         is_dir = h[0] == T_DIR
+        if old is None and run.rebuild is not None and run.rebuild.unreadable:
+            run.quiet.add(parent)  # the root's own record was lost with its parent's page
         if old is None and not self._room(run):
             run.stats.skipped_by_cap += 1
             return False, was_dir
@@ -539,6 +685,8 @@ class FimEngine:
             run.stats.notice(f"cannot list {display(d)}: {exc.strerror}; its contents were not checked")
             return
         old = self.db.children(d)
+        if run.rebuild is not None and run.rebuild.is_lost(d):
+            run.quiet.add(d)
         prefix = d if d.endswith(SEP) else d + SEP
         excl = self.exclude if self.exclude else None
         rel_base = relative(root, d) if excl is not None else b""
@@ -604,18 +752,21 @@ class FimEngine:
         """Compare just ``paths`` (what the watcher saw change) with the baseline."""
         stats = ScanStats(kind)
         run = _Run(detector, sink, stats, cancel)
-        for p in sorted(set(paths)):
-            self._check_cancel(cancel)
-            root = self._root_for(p)
-            if root is None or (self.exclude and self.exclude.covers(root, p)):
-                continue
-            if p == root:
-                is_dir, was_dir = self._compare_root(root, run)
-                if is_dir and not was_dir:
-                    self._walk(root, root, run)
-                continue
-            self._reconcile_one(root, p, run)
-        self._flush(run)
+        wanted = sorted(set(paths))
+        touched = sorted({r for r in map(self._root_for, wanted) if r is not None})
+        with self._dirty_on_drop(touched):
+            for p in wanted:
+                self._check_cancel(cancel)
+                root = self._root_for(p)
+                if root is None or (self.exclude and self.exclude.covers(root, p)):
+                    continue
+                if p == root:
+                    is_dir, was_dir = self._compare_root(root, run)
+                    if is_dir and not was_dir:
+                        self._walk(root, root, run)
+                    continue
+                self._reconcile_one(root, p, run)
+            self._flush(run)
         if stats.skipped_by_cap:
             self._set_cap(stats, full=False)
         return stats.finish()
@@ -701,6 +852,10 @@ class FimEngine:
         before = decode(expected) if expected is not None else None
         after = decode(new) if new is not None else None
         kind, fields = classify(before, after)
+        if kind is not None and run.quiet and parent in run.quiet and run.rebuild is not None:
+            # Its directory's records were lost: recorded as a rebuilt baseline (named in a notice).
+            kind = None
+            run.rebuild.recorded[parent] = run.rebuild.recorded.get(parent, 0) + 1
         nodiff = bool(self.nodiff) and self.nodiff.covers(root, path)
         copy, copy_data = COPY_NONE, None
         if got is not None and new is not None and new[0] == T_FILE and self.content_max > 0 and not nodiff \
@@ -767,8 +922,14 @@ class FimEngine:
             if events and self.packages is not None:
                 self.packages.annotate(events)
             if events and run.sink is not None:
-                for chunk in chunks(events):
-                    run.sink(chunk)
+                try:
+                    for chunk in chunks(events):
+                        run.sink(chunk)
+                except Undelivered:
+                    # Not queued: nothing of this group is recorded, so a re-scan finds it all again
+                    # (what was queued before the refusal is then reported twice rather than never).
+                    run.staged, run.keys, run.staged_bytes, run.pending_adds = [], set(), 0, 0
+                    raise
             with self.db.tx():
                 self.db.apply((s.parent, s.name, s.new, s.copy if s.new is not None else None) for s in valid)
                 for s in valid:

@@ -25,6 +25,7 @@ atomic; single calls take it themselves.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import sys
@@ -32,6 +33,7 @@ import threading
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from itertools import accumulate
 from pathlib import Path
 
@@ -43,6 +45,7 @@ from checks.fim.hashing import (
     COPY_PENDING,
     PAGE_FILL,
     PAGE_MAX,
+    T_DIR,
     DamagedPage,
     PageRow,
     PageView,
@@ -58,7 +61,8 @@ SCHEMA_VERSION = "2"  # 1: a row per path (files table); converted when opened
 #   COPY_PENDING  the baseline recorded the hash; the background copy pass has not read it yet
 #   COPY_KEPT     a compressed copy is in ``copies``
 #   COPY_BINARY   not text: compared by hash only
-__all__ = ["COPY_BINARY", "COPY_KEPT", "COPY_NONE", "COPY_PENDING", "Key", "StateDB", "subtree_bounds"]
+__all__ = ["COPY_BINARY", "COPY_KEPT", "COPY_NONE", "COPY_PENDING", "Key", "Salvage", "StateDB", "salvage",
+           "subtree_bounds"]
 
 _SCHEMA = (
     # A rowid table with an index rather than WITHOUT ROWID: its rows are blobs of kilobytes. The
@@ -201,6 +205,10 @@ class StateDB:
         with self.lock:
             row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return None if row is None else str(row[0])
+
+    def delete_meta(self, key: str) -> None:
+        with self.lock:
+            self._db.execute("DELETE FROM meta WHERE key=?", (key,))
 
     def set_meta(self, key: str, value: str) -> None:
         with self.lock:
@@ -363,6 +371,25 @@ class StateDB:
             self.apply([(parent, name, None, None)])
             self._db.execute("DELETE FROM copies WHERE parent=? AND name=?", (parent, name))
 
+    def known_directories(self) -> tuple[set[bytes], set[bytes]]:
+        """(every parent that has a page, every path recorded as a directory): what a rebuild compares
+        against to tell a directory whose records were lost from one that is new."""
+        with self.lock:
+            parents = {bytes(p) for (p,) in self._db.execute("SELECT DISTINCT parent FROM pages")}
+            rows = self._db.execute("SELECT parent, data FROM pages WHERE dirs > 0").fetchall()
+        dirs: set[bytes] = set()
+        for parent, blob in rows:
+            parent = bytes(parent)
+            names, records, _ = self._decode(parent, bytes(blob))
+            prefix = parent if parent.endswith(os.fsencode(os.sep)) else parent + os.fsencode(os.sep)
+            dirs.update(prefix + n for n, r in zip(names, records, strict=True) if r[0] == T_DIR)
+        return parents, dirs
+
+    def put_rows(self, rows: Iterable[tuple[bytes, bytes, int, int, int, bytes]]) -> None:
+        """Store pages as they were read from another state database (a salvage), as they are."""
+        with self.tx():
+            self._db.executemany("INSERT OR IGNORE INTO pages VALUES (?, ?, ?, ?, ?, ?)", rows)
+
     def clear(self) -> None:
         with self.tx():
             self._db.execute("DELETE FROM pages")
@@ -506,3 +533,80 @@ class StateDB:
 
     def delete_copy(self, parent: bytes, name: bytes) -> None:
         self._db.execute("DELETE FROM copies WHERE parent=? AND name=?", (parent, name))
+
+
+# -- salvage of a damaged state database ------------------------------------------------------------
+
+# Meta keys worth keeping from a damaged database (the background copy pass starts over).
+_SALVAGED_META = ("schema", "config", "baseline", "baseline_at", "last_verify_at", "rehash_cursor", "rehash_carry",
+                  "cap_reached", "dirty_roots")
+# Row ids probed one by one when the pages table cannot be read in one pass (a damaged b-tree page).
+_MAX_PROBES = 2_000_000
+
+
+@dataclass
+class Salvage:
+    """What could still be read from a damaged state database."""
+
+    rows: list[tuple[bytes, bytes, int, int, int, bytes]] = field(default_factory=list)
+    meta: dict[str, str] = field(default_factory=dict)
+    # Pages that could not be read or decoded; the directories of those whose parent is known.
+    unreadable: int = 0
+    lost: set[bytes] = field(default_factory=set)
+
+
+def salvage(path: Path) -> Salvage:
+    """Read what still decodes from the (damaged, moved aside) database at ``path``, read-only: the
+    pages that SQLite can read and :func:`decode_page` accepts, and the meta rows."""
+    out = Salvage()
+    try:
+        db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return out
+    try:
+        with contextlib.suppress(sqlite3.Error):
+            for key, value in db.execute("SELECT key, value FROM meta").fetchall():
+                if key in _SALVAGED_META:
+                    out.meta[str(key)] = str(value)
+        try:
+            rows = db.execute("SELECT parent, first, n, dirs, pending, data FROM pages ORDER BY rowid").fetchall()
+        except sqlite3.Error:
+            rows = _probe(db, out)
+        for parent, first, n, dirs, pending, data in rows:
+            try:
+                decode_page(bytes(data))
+            except DamagedPage:
+                out.unreadable += 1
+                out.lost.add(bytes(parent))
+                continue
+            out.rows.append((bytes(parent), bytes(first), int(n), int(dirs), int(pending), bytes(data)))
+    finally:
+        db.close()
+    if out.meta.get("schema") != SCHEMA_VERSION:  # no schema we know: none of it can be trusted
+        return Salvage(unreadable=out.unreadable + len(out.rows))
+    return out
+
+
+def _probe(db: sqlite3.Connection, out: Salvage) -> list[tuple[object, ...]]:
+    """The rows of ``pages`` read one row id at a time, skipping those on damaged b-tree pages."""
+    try:
+        top = int(db.execute("SELECT max(rowid) FROM pages").fetchone()[0] or 0)
+    except sqlite3.Error:
+        top = _MAX_PROBES  # the index of row ids is damaged too: probe up to the cap
+    rows: list[tuple[object, ...]] = []
+    misses = 0
+    for rowid in range(1, min(top, _MAX_PROBES) + 1):
+        try:
+            row = db.execute("SELECT parent, first, n, dirs, pending, data FROM pages WHERE rowid=?",
+                             (rowid,)).fetchone()
+        except sqlite3.Error:
+            out.unreadable += 1
+            continue
+        if row is None:
+            misses += 1
+            if top == _MAX_PROBES and misses > 10_000:
+                break
+            continue
+        misses = 0
+        rows.append(tuple(row))
+    return rows
