@@ -122,6 +122,8 @@ class _Rebuild:
         self._memo: dict[bytes, bool] = {}
         # Lost directories, and how many entries each recorded without an event.
         self.recorded: dict[bytes, int] = {}
+        # A root whose own record was lost is named for itself, not for the directory holding it.
+        self.named: dict[bytes, bytes] = {}
 
     def is_lost(self, d: bytes) -> bool:
         got = self._memo.get(d)
@@ -287,11 +289,19 @@ class FimEngine:
             raise FimStateError(f"{path}: cannot read the fim state database: {exc}") from exc
         if reason is None:
             try:
-                return StateDB(path)
+                db = StateDB(path)
             except FimStateError as exc:
                 if not path.exists() or isinstance(exc.__cause__, OSError):
                     raise
                 reason = str(exc)
+            else:
+                # Pages SQLite reads fine but whose records do not add up (a damaged write inside one).
+                bad = db.undecodable()
+                if not bad:
+                    return db
+                db.close()
+                where = ", ".join(display(p) for p in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+                reason = f"the records of {where} do not decode"
         return self._rebuild_from(path, reason)
 
     def _rebuild_from(self, path: Path, reason: str) -> StateDB:
@@ -661,6 +671,7 @@ class FimEngine:
         is_dir = h[0] == T_DIR
         if old is None and run.rebuild is not None and run.rebuild.unreadable:
             run.quiet.add(parent)  # the root's own record was lost with its parent's page
+            run.rebuild.named[parent] = root
         if old is None and not self._room(run):
             run.stats.skipped_by_cap += 1
             return False, was_dir
@@ -855,7 +866,8 @@ class FimEngine:
         if kind is not None and run.quiet and parent in run.quiet and run.rebuild is not None:
             # Its directory's records were lost: recorded as a rebuilt baseline (named in a notice).
             kind = None
-            run.rebuild.recorded[parent] = run.rebuild.recorded.get(parent, 0) + 1
+            where = run.rebuild.named.get(parent, parent)
+            run.rebuild.recorded[where] = run.rebuild.recorded.get(where, 0) + 1
         nodiff = bool(self.nodiff) and self.nodiff.covers(root, path)
         copy, copy_data = COPY_NONE, None
         if got is not None and new is not None and new[0] == T_FILE and self.content_max > 0 and not nodiff \

@@ -371,6 +371,18 @@ class StateDB:
             self.apply([(parent, name, None, None)])
             self._db.execute("DELETE FROM copies WHERE parent=? AND name=?", (parent, name))
 
+    def undecodable(self) -> list[bytes]:
+        """The parents of stored pages that no longer decode (a damaged database SQLite cannot see)."""
+        bad: list[bytes] = []
+        with self.lock:
+            for parent, blob in self._db.execute("SELECT parent, data FROM pages"):
+                try:
+                    decode_page(bytes(blob))
+                except DamagedPage:
+                    bad.append(bytes(parent))
+            self._db.execute("PRAGMA shrink_memory")
+        return bad
+
     def known_directories(self) -> tuple[set[bytes], set[bytes]]:
         """(every parent that has a page, every path recorded as a directory): what a rebuild compares
         against to tell a directory whose records were lost from one that is new."""
@@ -542,6 +554,7 @@ _SALVAGED_META = ("schema", "config", "baseline", "baseline_at", "last_verify_at
                   "cap_reached", "dirty_roots")
 # Row ids probed one by one when the pages table cannot be read in one pass (a damaged b-tree page).
 _MAX_PROBES = 2_000_000
+_PROBE_RUN = 4096
 
 
 @dataclass
@@ -564,6 +577,11 @@ def salvage(path: Path) -> Salvage:
     except sqlite3.Error:
         return out
     try:
+        try:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error:  # not a database any more (a damaged header): nothing to read
+            out.unreadable = 1
+            return out
         with contextlib.suppress(sqlite3.Error):
             for key, value in db.execute("SELECT key, value FROM meta").fetchall():
                 if key in _SALVAGED_META:
@@ -590,23 +608,28 @@ def salvage(path: Path) -> Salvage:
 def _probe(db: sqlite3.Connection, out: Salvage) -> list[tuple[object, ...]]:
     """The rows of ``pages`` read one row id at a time, skipping those on damaged b-tree pages."""
     try:
-        top = int(db.execute("SELECT max(rowid) FROM pages").fetchone()[0] or 0)
+        top: int | None = int(db.execute("SELECT max(rowid) FROM pages").fetchone()[0] or 0)
     except sqlite3.Error:
-        top = _MAX_PROBES  # the index of row ids is damaged too: probe up to the cap
+        top = None  # the right edge of the table is damaged too: probe until a long run finds nothing
     rows: list[tuple[object, ...]] = []
-    misses = 0
-    for rowid in range(1, min(top, _MAX_PROBES) + 1):
+    failed = misses = 0  # in the current run of row ids that gave nothing
+    rowid = 0
+    while rowid < (top if top is not None else _MAX_PROBES):
+        rowid += 1
         try:
             row = db.execute("SELECT parent, first, n, dirs, pending, data FROM pages WHERE rowid=?",
                              (rowid,)).fetchone()
         except sqlite3.Error:
-            out.unreadable += 1
-            continue
-        if row is None:
-            misses += 1
-            if top == _MAX_PROBES and misses > 10_000:
-                break
-            continue
-        misses = 0
-        rows.append(tuple(row))
+            failed += 1
+            row = None
+        else:
+            misses += row is None
+        if row is not None:
+            out.unreadable += failed  # row ids that failed between rows that read: damaged pages
+            failed = misses = 0
+            rows.append(tuple(row))
+        elif top is None and failed + misses > _PROBE_RUN:
+            break
+    if failed:
+        out.unreadable += 1  # the damaged tail: at least one page of records
     return rows
