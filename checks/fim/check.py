@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 # How often an idle session checks that its watches are alive (a deleted root stops its watch).
 HEALTH_CHECK_S = 10.0
+# How often a session with dirty roots looks whether the spool has room for their re-scan.
+RECOVERY_POLL_S = 1.0
 SPOOL_FULL = ("the agent's spool is full: changes found were not recorded and are reported by a re-scan "
               "once it has room")
 # Files the background copy pass reads between two looks at the real-time queue.
@@ -42,6 +44,15 @@ def _state_dir(ctx: Context) -> Path:
             "one under its data directory (<data>/fim/<task>), a direct caller must set Context.state_dir"
         )
     return ctx.state_dir
+
+
+def size_results(engine: FimEngine, spool_stats: Callable[[], Mapping[str, int | str]] | None) -> None:
+    """Cut results at an eighth of the spool's bound when that is less than the usual 2 MiB: a small
+    spool then takes a re-scan's results a few at a time instead of refusing one too large for it."""
+    from checks.fim.scan import BYTES_PER_RESULT
+
+    limit = int(spool_stats().get("max_bytes", 0)) if spool_stats is not None else 0
+    engine.result_bytes = min(BYTES_PER_RESULT, max(limit // 8, 4096)) if limit > 0 else BYTES_PER_RESULT
 
 
 def _result(engine: FimEngine, kind: str, events: list[FimEvent], stats: ScanStats | None = None,
@@ -184,6 +195,7 @@ class Fim(Check[FimArgs, FimResult]):
                 else:
                     held.append(result)
 
+            size_results(engine, ctx.spool_stats)
             was_dirty = bool(engine.dirty_roots)
             try:
                 stats = engine.verify(sink) if engine.baseline_complete else engine.build_baseline(kind="verify")
@@ -307,6 +319,7 @@ class FimSession:
             delay = min(delay * 2, _RETRY_MAX_S)
 
     def _watch(self, engine: FimEngine) -> None:
+        size_results(engine, self.spool_stats)
         notices, engine.open_notices = engine.open_notices, []
         if self.args.realtime:
             # Watch first, scan second: a change made during the startup scan is then seen by one or both.
@@ -369,7 +382,8 @@ class FimSession:
         copies = engine.copies_pending
         quiet = True
         while not self.stopped.is_set():
-            batch = self.coalescer.take(0.0 if copies else HEALTH_CHECK_S)
+            # While roots are dirty, look at the spool every second: the re-scan starts soon after room.
+            batch = self.coalescer.take(0.0 if copies else RECOVERY_POLL_S if self._held else HEALTH_CHECK_S)
             if self.stopped.is_set():
                 return
             self._recover(engine)

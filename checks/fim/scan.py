@@ -183,13 +183,13 @@ class _Run:
         return any(lo < key <= hi for lo, hi in self.rehash)
 
 
-def chunks(events: list[FimEvent]) -> Iterator[list[FimEvent]]:
-    """Split events into report-sized lists: at most 500 events and about 2 MiB each."""
+def chunks(events: list[FimEvent], max_bytes: int = BYTES_PER_RESULT) -> Iterator[list[FimEvent]]:
+    """Split events into report-sized lists: at most 500 events and about ``max_bytes`` (2 MiB) each."""
     out: list[FimEvent] = []
     size = 0
     for ev in events:
         cost = 400 + 2 * len(ev.path) + len(ev.diff)
-        if out and (len(out) >= EVENTS_PER_RESULT or size + cost > BYTES_PER_RESULT):
+        if out and (len(out) >= EVENTS_PER_RESULT or size + cost > max_bytes):
             yield out
             out, size = [], 0
         out.append(ev)
@@ -259,6 +259,9 @@ class FimEngine:
         # file (FSEvents, Windows after a buffer overflow) get that directory listed again.
         self.shallow_dirs = not sys.platform.startswith("linux")
         self.scan_lock = threading.Lock()
+        # The size a result of events is cut at: smaller when the spool is small, so that a re-scan's
+        # results fit in it a few at a time (see FimSession).
+        self.result_bytes = BYTES_PER_RESULT
         self._cancel = threading.Event()
         self.open_notices: list[str] = []
         self.db = self._open(db_path)
@@ -934,14 +937,29 @@ class FimEngine:
             if events and self.packages is not None:
                 self.packages.annotate(events)
             if events and run.sink is not None:
+                by_event = {id(s.event): s for s in valid if s.event is not None}
+                queued: list[Staged] = []
                 try:
-                    for chunk in chunks(events):
+                    for chunk in chunks(events, self.result_bytes):
                         run.sink(chunk)
+                        queued += (by_event[id(ev)] for ev in chunk)
                 except Undelivered:
-                    # Not queued: nothing of this group is recorded, so a re-scan finds it all again
-                    # (what was queued before the refusal is then reported twice rather than never).
+                    # Only what was queued is recorded; a re-scan of the root finds the rest again. (A
+                    # rename's old path, recorded with the whole group only, may then be reported gone.)
+                    self._commit(queued)
+                    run.stats.events += len(queued)
                     run.staged, run.keys, run.staged_bytes, run.pending_adds = [], set(), 0, 0
                     raise
+            self._commit(valid)
+        run.stats.events += len(events)
+        run.staged = []
+        run.keys = set()
+        run.staged_bytes = 0
+        run.pending_adds = 0
+
+    def _commit(self, valid: list[Staged]) -> None:
+        """Record staged changes whose events (if any) were handed to the sink."""
+        with self.db.lock:
             with self.db.tx():
                 self.db.apply((s.parent, s.name, s.new, s.copy if s.new is not None else None) for s in valid)
                 for s in valid:
@@ -952,11 +970,6 @@ class FimEngine:
                     elif s.copy != COPY_PENDING:
                         self.db.delete_copy(s.parent, s.name)
             self.db.count += sum(s.adds for s in valid)
-        run.stats.events += len(events)
-        run.staged = []
-        run.keys = set()
-        run.staged_bytes = 0
-        run.pending_adds = 0
 
 
 class _Unreadable(Described):

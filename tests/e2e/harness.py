@@ -146,9 +146,14 @@ class AgentProc:
         return str(json.loads(out.stdout)["agent_id"])
 
     def start(self) -> None:
+        self.start_with(None)
+
+    def start_with(self, config: Path | None) -> None:
+        """Start the agent, with the agent config file ``config`` when given (``--config``)."""
+        extra = ["--config", str(config)] if config is not None else []
         with open(self.log, "ab") as logf:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agent.cli", "run", "--data-dir", str(self.data_dir)],
+                [sys.executable, "-m", "agent.cli", "run", "--data-dir", str(self.data_dir), *extra],
                 cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT,
             )
 
