@@ -353,15 +353,15 @@ def open_spool(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Spool:
     from common.sqlite_integrity import check, move_aside
 
     note = ""
-    if path.exists():
-        reason = check(path)
-        if reason is not None:
-            aside = move_aside(path)
-            note = (f"the previous spool failed its integrity check ({reason}) and was moved to {aside}: started "
-                    "a new spool; results spooled before it and not delivered are lost")
-            log.error("%s is damaged (%s): moved it to %s; a new spool is started, results spooled in it and not "
-                      "delivered are lost (the controller is told)", path, reason, aside)
-    elif incarnation_path(path).exists():
+    had_file = path.exists()
+    reason = check(path)  # also: no spool.db but a -wal of one (SQLite would replay it into a new file)
+    if reason is not None:
+        aside = move_aside(path)
+        note = (f"the previous spool failed its integrity check ({reason}) and was moved to {aside}: started "
+                "a new spool; results spooled before it and not delivered are lost")
+        log.error("%s is damaged (%s): moved it to %s; a new spool is started, results spooled in it and not "
+                  "delivered are lost (the controller is told)", path, reason, aside)
+    elif not had_file and incarnation_path(path).exists():
         note = MISSING_NOTE
         log.error("%s is missing although this data directory had a spool (deleted?): a new spool is started; "
                   "results spooled before it and not delivered are lost (the controller is told)", path)

@@ -246,3 +246,21 @@ def test_dirty_tasks_survive_a_restart(tmp_path: Path) -> None:
         assert again.stats()["dropped"] == 1
     finally:
         again.close()
+
+
+def test_a_wal_left_without_its_database_is_moved_aside_not_replayed(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    sp = fill(path, 3)
+    old = sp.incarnation
+    wal = tmp_path / "spool.db-wal"
+    kept = wal.read_bytes()
+    sp.close()
+    path.unlink()
+    wal.write_bytes(kept)  # someone deleted spool.db but not its log
+    sp = open_spool(path)
+    try:
+        assert sp.incarnation != old
+        assert "moved to" in sp.note and "missing" in sp.note
+        assert list(tmp_path.glob("spool.db.damaged-*-wal"))
+    finally:
+        sp.close()
