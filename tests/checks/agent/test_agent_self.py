@@ -23,3 +23,13 @@ def test_without_a_spool_it_reports_zeros_rather_than_failing() -> None:
     (result,) = AgentSelf().collect(AgentSelfArgs.from_params({}), Context())
     msg = result.to_proto()
     assert (msg.spool_depth, msg.dropped_records, msg.spool_bytes) == (0, 0, 0)
+
+
+def test_reports_the_overflow_episode_the_quarantine_and_the_incarnation() -> None:
+    ctx = Context(spool_stats=lambda: {"depth": 0, "dropped": 4, "bytes": 0, "dropped_total": 9,
+                                       "pending_recovery": 2, "quarantined": 1,
+                                       "incarnation": "0123456789abcdef0123456789abcdef"})
+    (result,) = AgentSelf().collect(AgentSelfArgs.from_params({}), ctx)
+    msg = result.to_proto()
+    assert (msg.dropped_records, msg.dropped_total, msg.pending_recovery, msg.quarantined_records) == (4, 9, 2, 1)
+    assert msg.spool_incarnation == "0123456789abcdef0123456789abcdef"
