@@ -130,6 +130,7 @@ class Agent:
         Woken by the spool (an ack that freed room, a task that became clean); never polls.
         """
         spool = self.spool
+        asked: dict[str, int] = {}  # task -> its drop count when it was last run again
         while not self._stopping.is_set():
             spool.wake.wait()
             spool.wake.clear()
@@ -141,7 +142,10 @@ class Agent:
                 self.scheduler.run_now(["agent"])
             if spool.room.is_set():
                 spool.room.clear()
-                rerun = [tid for tid, _check, _n, held in spool.dirty() if not held]
+                dirty = {tid: n for tid, _check, n, held in spool.dirty() if not held}
+                # Each ack may free room: a task is run again once per drop, not once per ack.
+                rerun = [tid for tid, n in dirty.items() if asked.get(tid) != n]
+                asked = {tid: n for tid, n in dirty.items()}
                 if rerun:
                     log.info("the spool has room again: running %d task(s) whose results were dropped",
                              len(rerun))

@@ -615,16 +615,17 @@ class FimEngine:
         an overflow, or for the roots left dirty by results the spool could not take)."""
         kind = _KINDS.get(detector, "verify")
         walked = self.roots if roots is None else [r for r in self.roots if r in roots]
+        whole = len(walked) == len(self.roots)
         with self.scan_lock:
             self._check_cancel(cancel)
             stats = ScanStats(kind)
             run = _Run(detector, sink, stats, cancel)
             with self._dirty_on_drop(walked):
-                self._full_walk(run, None if roots is None else walked)
+                self._full_walk(run, None if whole else walked)
                 self._flush(run)
             self._end_rebuild(run)
             self.clean(walked)
-            self._set_cap(stats, full=roots is None)
+            self._set_cap(stats, full=whole)
             self.db.shrink()
             return stats.finish()
 

@@ -87,7 +87,7 @@ def test_hello_names_the_incarnation_and_a_rejected_report_is_quarantined(tmp_pa
         # The refused report is kept, not deleted; the stored one is gone from the queue.
         assert spool.pending() == []
         [(seq, payload, reason, _at)] = spool.quarantined()
-        assert seq == 1 and "rejected by the controller: sequence out of range" == reason
+        assert seq == 1 and reason == "rejected by the controller: sequence out of range"
         assert pb.AgentMessage.FromString(payload).report.task_id == "t0"
         assert spool.stats()["quarantined"] == 1
     finally:
