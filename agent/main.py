@@ -84,7 +84,8 @@ class Agent:
         self.data_dir = data_dir
         self.config = config or AgentConfig()
         self.identity = Identity.load(data_dir)
-        self._stopping = threading.Event()
+        self._recovering = threading.Lock()
+        self._asked: dict[str, int] = {}  # dirty task -> its drop count when it was last run again
         # Checked before use: a damaged spool is moved aside and a new incarnation begins.
         self.spool = open_spool(data_dir / "spool.db", int(self.config.spool_max_mb * 2**20))
         self.checks = Checks()  # each check's code is imported when a task first needs it
@@ -93,6 +94,7 @@ class Agent:
         # Continuous work (fim's real-time watching) starts with run() or with a policy push.
         self.watchers = Watchers(self.checks, self.deliver, data_dir, self.spool.health,
                                  stateful=self.checks.continuous, recovery=self.spool.hold)
+        self.spool.on_wake = self.recover
         self.connection = Connection(
             data_dir, self.identity.controller, self.spool,
             self.checks.capabilities,
@@ -127,15 +129,13 @@ class Agent:
         """Collect dropped results again once the spool has room, and report the agent's health at once
         when the last dirty task became clean (so the controller can close the gap it ticketed).
 
-        Woken by the spool (an ack that freed room, a task that became clean); never polls.
+        The spool calls this (``Spool.on_wake``) when an ack freed room or a task became clean, in the
+        thread that did it; it only schedules runs, so it returns at once. No thread of its own, no poll.
         """
-        spool = self.spool
-        asked: dict[str, int] = {}  # task -> its drop count when it was last run again
-        while not self._stopping.is_set():
-            spool.wake.wait()
-            spool.wake.clear()
-            if self._stopping.is_set():
-                return
+        if not self._recovering.acquire(blocking=False):
+            return  # another thread is in it; the flags it has not seen yet stay set for the next call
+        try:
+            spool = self.spool
             if spool.recovered.is_set():
                 spool.recovered.clear()
                 log.info("every dropped result was collected again: reporting the agent's health now")
@@ -144,14 +144,20 @@ class Agent:
                 spool.room.clear()
                 dirty = {tid: n for tid, _check, n, held in spool.dirty() if not held}
                 # Each ack may free room: a task is run again once per drop, not once per ack.
-                rerun = [tid for tid, n in dirty.items() if asked.get(tid) != n]
-                asked = {tid: n for tid, n in dirty.items()}
+                rerun = [tid for tid, n in dirty.items() if self._asked.get(tid) != n]
+                self._asked = dirty
                 if rerun:
                     log.info("the spool has room again: running %d task(s) whose results were dropped",
                              len(rerun))
-                    for gone in self.scheduler.run_tasks(rerun):
-                        # Left the policy meanwhile: nothing will collect it again.
-                        spool.hold(gone, "", False)
+                    gone = self.scheduler.run_tasks(rerun)
+                else:
+                    gone = []
+            else:
+                gone = []
+        finally:
+            self._recovering.release()
+        for tid in gone:  # left the policy meanwhile: nothing will collect it again
+            spool.hold(tid, "", False)
 
     def on_policy(self, policy: pb.Policy) -> None:
         tmp = policy_path(self.data_dir).with_suffix(".tmp")
@@ -169,7 +175,7 @@ class Agent:
         self.watchers.apply(self.scheduler.tasks())
         sched = threading.Thread(target=self.scheduler.loop, name="vigil-scheduler", daemon=True)
         sched.start()
-        threading.Thread(target=self.recover, name="vigil-recovery", daemon=True).start()
+        self.recover()  # tasks left dirty by the last run, when the spool has room already
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop())
@@ -180,15 +186,12 @@ class Agent:
             self.close()
 
     def stop(self) -> None:
-        self._stopping.set()
-        self.spool.wake.set()
         self.connection.stop()
         self.scheduler.stop()
 
     def close(self) -> None:
         """Stop continuous work and scheduling, then close the spool they deliver into."""
-        self._stopping.set()
-        self.spool.wake.set()
+        self.spool.on_wake = None
         self.watchers.stop_all()
         self.scheduler.stop()
         self.spool.close()

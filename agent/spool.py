@@ -77,8 +77,8 @@ class Spool:
         self.room = threading.Event()
         # Set when the last dirty task became clean: the agent reports its health at once.
         self.recovered = threading.Event()
-        # Set with either of the two: what the agent's recovery thread waits on.
-        self.wake = threading.Event()
+        # Called (outside the spool's lock) when either of the two was set: the agent's recovery step.
+        self.on_wake: Callable[[], None] | None = None
         # Create the file owner-only before SQLite opens it, so it is never world-readable.
         create_owner_only(path)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
@@ -91,7 +91,6 @@ class Spool:
         self.changed = threading.Event()
         if self._has_room_locked():  # tasks left dirty by the last run: collect them again
             self.room.set()
-            self.wake.set()
 
     def _setup(self, note: str) -> None:
         db = self._db
@@ -160,6 +159,7 @@ class Spool:
                 self._db.execute("INSERT INTO reports VALUES (?, ?, ?)", (seq, payload, checksum(payload)))
                 self._db.execute("UPDATE meta SET value = ? WHERE key='next_seq'", (seq + 1,))
                 self._db.execute("UPDATE meta SET value = value + ? WHERE key='bytes'", (len(payload),))
+                cleared = 0
                 if task_id or check_id:
                     cleared = self._db.execute("DELETE FROM dirty WHERE task_id=? AND held=0",
                                                (task_id or check_id,)).rowcount
@@ -170,6 +170,8 @@ class Spool:
                 self._db.execute("ROLLBACK")
                 raise
         self.changed.set()
+        if cleared and self.recovered.is_set():
+            self._wake()
         return seq
 
     def _drop(self, task: str, check_id: str) -> None:
@@ -200,13 +202,14 @@ class Spool:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+        if not dirty and self.recovered.is_set():
+            self._wake()
 
     def _settle_locked(self) -> None:
         """Close the overflow episode once no task is dirty (only drops with no task keep it open)."""
         if self._db.execute("SELECT 1 FROM dirty LIMIT 1").fetchone() is None:
             self._db.execute("UPDATE meta SET value = 0 WHERE key='recovering'")
             self.recovered.set()
-            self.wake.set()
 
     def dirty(self) -> list[tuple[str, str, int, bool]]:
         """(task id, check id, dropped count, held by its check) of every dirty task."""
@@ -295,10 +298,17 @@ class Spool:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            if freed and self._has_room_locked():
+            room = freed > 0 and self._has_room_locked()
+            if room:
                 self.room.set()
-                self.wake.set()
+        if room:
+            self._wake()
         return removed
+
+    def _wake(self) -> None:
+        callback = self.on_wake
+        if callback is not None:
+            callback()
 
     def _has_room_locked(self) -> bool:
         # Room to collect again: the queue is at most half full, so a re-run's results fit beside it.

@@ -212,15 +212,17 @@ def test_drops_mark_tasks_dirty_and_count_episodes(tmp_path: Path) -> None:
         assert sp.dirty() == [("t1", "ports", 1, False), ("t2", "fim", 2, False)]
         assert not sp.room.is_set()
 
+        woken: list[bool] = []
+        sp.on_wake = lambda: woken.append(sp.recovered.is_set())
         sp.ack([1])  # room again: recovery may start
-        assert sp.room.is_set() and sp.wake.is_set()
+        assert sp.room.is_set() and woken == [False]
         sp.hold("t2", "fim", True)  # fim re-scans itself: a later result of it does not clear it
         assert sp.put(lambda s: b"e", task_id="t2", check_id="fim") == 2
         assert sp.put(lambda s: b"f", task_id="t1", check_id="ports") == 3  # t1 ran again: clean
         assert sp.dirty() == [("t2", "fim", 2, True)]
         assert not sp.recovered.is_set()
         sp.hold("t2", "fim", False)
-        assert sp.recovered.is_set()
+        assert sp.recovered.is_set() and woken[-1] is True
         stats = sp.stats()
         # Recovered: the episode's count stays until the next drop starts a new episode.
         assert (stats["dropped"], stats["dropped_total"], stats["pending_recovery"]) == (3, 3, 0)
