@@ -58,6 +58,7 @@ from checks.fim.state import COPY_BINARY, COPY_KEPT, COPY_NONE, COPY_PENDING, Ke
 
 if TYPE_CHECKING:
     from checks.fim.baseline import Builder
+    from checks.fim.salvage import Rebuild
 
 log = logging.getLogger(__name__)
 SEP = os.fsencode(os.sep)
@@ -104,56 +105,6 @@ class ScanStats:
         return self
 
 
-class _Rebuild:
-    """The first full scan after a damaged state database was replaced by what could be read of it.
-
-    A directory is *lost* when its records could not be read: it has no page now and either was known
-    as a directory, is a watched root, or lies in a lost directory (or it is a page known to be lost).
-    Its entries are recorded without events (a rebuilt baseline) and named in a notice; everything
-    else is compared with the records read, and what differs is reported as usual.
-    """
-
-    def __init__(self, db: StateDB, info: dict[str, object], roots: list[bytes]) -> None:
-        self.unreadable = int(str(info.get("unreadable", 0)))
-        raw_lost = info.get("lost", [])
-        self.lost = {bytes.fromhex(str(h)) for h in raw_lost} if isinstance(raw_lost, list) else set()
-        self.parents, self.dirs = db.known_directories()
-        self.roots = set(roots)
-        self._memo: dict[bytes, bool] = {}
-        # Lost directories, and how many entries each recorded without an event.
-        self.recorded: dict[bytes, int] = {}
-        # A root whose own record was lost is named for itself, not for the directory holding it.
-        self.named: dict[bytes, bytes] = {}
-
-    def is_lost(self, d: bytes) -> bool:
-        got = self._memo.get(d)
-        if got is None:
-            if d in self.lost:
-                got = True
-            elif self.unreadable == 0 or d in self.parents:
-                got = False
-            elif d in self.dirs or d in self.roots:
-                got = True
-            else:
-                parent = os.path.dirname(d)
-                got = parent != d and parent in self._memo and self._memo[parent]
-            self._memo[d] = got
-        return got
-
-    def notice(self) -> str | None:
-        if not self.recorded and not self.unreadable:
-            return None
-        names = sorted(self.recorded)
-        shown = ", ".join(display(n) for n in names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
-        entries = sum(self.recorded.values())
-        if not names:
-            return (f"the fim state was rebuilt from its damaged database: {self.unreadable} pages of records "
-                    "could not be read, but no watched directory lost its records")
-        return (f"the fim state was rebuilt from its damaged database: the records of {len(names)} "
-                f"director{'ies' if len(names) != 1 else 'y'} could not be read ({shown}); their {entries} "
-                "entries were recorded as a rebuilt baseline, so changes made there before now cannot be told")
-
-
 class _Run:
     """The state of one scan or real-time batch."""
 
@@ -172,7 +123,7 @@ class _Run:
         self.rehash: list[tuple[Key, Key]] = []
         self.rehash_all = False
         # Set for the first full scan after a rebuild of the state database.
-        self.rebuild: _Rebuild | None = None
+        self.rebuild: Rebuild | None = None
         # Directories whose entries are recorded without events (their records were lost).
         self.quiet: set[bytes] = set()
 
@@ -282,7 +233,7 @@ class FimEngine:
         """The state database, checked before use. A damaged one is moved aside (with its -wal and
         -shm) and replaced by a new one holding what could still be read from it: the next full scan
         reports the differences against those records, and records the directories whose records were
-        lost as a rebuilt baseline, naming them (see :class:`_Rebuild`)."""
+        lost as a rebuilt baseline, naming them (see :class:`checks.fim.salvage.Rebuild`)."""
         from common.sqlite_integrity import check
 
         reason = None
@@ -308,7 +259,7 @@ class FimEngine:
         return self._rebuild_from(path, reason)
 
     def _rebuild_from(self, path: Path, reason: str) -> StateDB:
-        from checks.fim.state import salvage
+        from checks.fim.salvage import salvage
         from common.sqlite_integrity import move_aside
 
         try:
@@ -632,7 +583,9 @@ class FimEngine:
     def _full_walk(self, run: _Run, roots: list[bytes] | None = None) -> None:
         raw = self.db.meta("rebuild") if roots is None else None
         if raw is not None:
-            run.rebuild = _Rebuild(self.db, json.loads(raw), self.roots)
+            from checks.fim.salvage import Rebuild
+
+            run.rebuild = Rebuild(self.db, json.loads(raw), self.roots)
         for root in self.roots if roots is None else roots:
             is_dir, _was_dir = self._compare_root(root, run)
             if is_dir:

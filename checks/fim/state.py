@@ -25,7 +25,6 @@ atomic; single calls take it themselves.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
 import sys
@@ -33,7 +32,6 @@ import threading
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from itertools import accumulate
 from pathlib import Path
 
@@ -61,8 +59,7 @@ SCHEMA_VERSION = "2"  # 1: a row per path (files table); converted when opened
 #   COPY_PENDING  the baseline recorded the hash; the background copy pass has not read it yet
 #   COPY_KEPT     a compressed copy is in ``copies``
 #   COPY_BINARY   not text: compared by hash only
-__all__ = ["COPY_BINARY", "COPY_KEPT", "COPY_NONE", "COPY_PENDING", "Key", "Salvage", "StateDB", "salvage",
-           "subtree_bounds"]
+__all__ = ["COPY_BINARY", "COPY_KEPT", "COPY_NONE", "COPY_PENDING", "Key", "StateDB", "subtree_bounds"]
 
 _SCHEMA = (
     # A rowid table with an index rather than WITHOUT ROWID: its rows are blobs of kilobytes. The
@@ -545,91 +542,3 @@ class StateDB:
 
     def delete_copy(self, parent: bytes, name: bytes) -> None:
         self._db.execute("DELETE FROM copies WHERE parent=? AND name=?", (parent, name))
-
-
-# -- salvage of a damaged state database ------------------------------------------------------------
-
-# Meta keys worth keeping from a damaged database (the background copy pass starts over).
-_SALVAGED_META = ("schema", "config", "baseline", "baseline_at", "last_verify_at", "rehash_cursor", "rehash_carry",
-                  "cap_reached", "dirty_roots")
-# Row ids probed one by one when the pages table cannot be read in one pass (a damaged b-tree page).
-_MAX_PROBES = 2_000_000
-_PROBE_RUN = 4096
-
-
-@dataclass
-class Salvage:
-    """What could still be read from a damaged state database."""
-
-    rows: list[tuple[bytes, bytes, int, int, int, bytes]] = field(default_factory=list)
-    meta: dict[str, str] = field(default_factory=dict)
-    # Pages that could not be read or decoded; the directories of those whose parent is known.
-    unreadable: int = 0
-    lost: set[bytes] = field(default_factory=set)
-
-
-def salvage(path: Path) -> Salvage:
-    """Read what still decodes from the (damaged, moved aside) database at ``path``, read-only: the
-    pages that SQLite can read and :func:`decode_page` accepts, and the meta rows."""
-    out = Salvage()
-    try:
-        db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error:
-        return out
-    try:
-        try:
-            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except sqlite3.Error:  # not a database any more (a damaged header): nothing to read
-            out.unreadable = 1
-            return out
-        with contextlib.suppress(sqlite3.Error):
-            for key, value in db.execute("SELECT key, value FROM meta").fetchall():
-                if key in _SALVAGED_META:
-                    out.meta[str(key)] = str(value)
-        try:
-            rows = db.execute("SELECT parent, first, n, dirs, pending, data FROM pages ORDER BY rowid").fetchall()
-        except sqlite3.Error:
-            rows = _probe(db, out)
-        for parent, first, n, dirs, pending, data in rows:
-            try:
-                decode_page(bytes(data))
-            except DamagedPage:
-                out.unreadable += 1
-                out.lost.add(bytes(parent))
-                continue
-            out.rows.append((bytes(parent), bytes(first), int(n), int(dirs), int(pending), bytes(data)))
-    finally:
-        db.close()
-    if out.meta.get("schema") != SCHEMA_VERSION:  # no schema we know: none of it can be trusted
-        return Salvage(unreadable=out.unreadable + len(out.rows))
-    return out
-
-
-def _probe(db: sqlite3.Connection, out: Salvage) -> list[tuple[object, ...]]:
-    """The rows of ``pages`` read one row id at a time, skipping those on damaged b-tree pages."""
-    try:
-        top: int | None = int(db.execute("SELECT max(rowid) FROM pages").fetchone()[0] or 0)
-    except sqlite3.Error:
-        top = None  # the right edge of the table is damaged too: probe until a long run finds nothing
-    rows: list[tuple[object, ...]] = []
-    failed = misses = 0  # in the current run of row ids that gave nothing
-    rowid = 0
-    while rowid < (top if top is not None else _MAX_PROBES):
-        rowid += 1
-        try:
-            row = db.execute("SELECT parent, first, n, dirs, pending, data FROM pages WHERE rowid=?",
-                             (rowid,)).fetchone()
-        except sqlite3.Error:
-            failed += 1
-            row = None
-        else:
-            misses += row is None
-        if row is not None:
-            out.unreadable += failed  # row ids that failed between rows that read: damaged pages
-            failed = misses = 0
-            rows.append(tuple(row))
-        elif top is None and failed + misses > _PROBE_RUN:
-            break
-    if failed:
-        out.unreadable += 1  # the damaged tail: at least one page of records
-    return rows
