@@ -29,7 +29,15 @@ from controller.errors import Conflict
 from controller.judges.registry import CHECK_SPECS
 from controller.storage.models import Baseline
 from controller.storage.serialize import agent_json
-from controller.storage.store import check_connection, make_engine, session_factory, sqlite_url, upgrade
+from controller.storage.store import (
+    check_before_open,
+    check_connection,
+    checkpoint_and_close,
+    make_engine,
+    session_factory,
+    sqlite_url,
+    upgrade,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -161,6 +169,9 @@ class Controller:
 
     @classmethod
     def open(cls, config: ControllerConfig) -> Controller:
+        """Open (creating or migrating) the database and the CA. A damaged SQLite database is refused
+        (DamagedDatabase) before anything touches it, so it is never served truncated or migrated."""
+        check_before_open(config.database_url, config.data_dir)
         config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if config.database_url == sqlite_url(config.data_dir):
             # Password, API-key and token hashes live here: owner-only before SQLite creates it (its -wal
@@ -184,6 +195,13 @@ class Controller:
         )
         ctl.ensure_default_baseline()
         return ctl
+
+    def close(self) -> None:
+        """After the last writer stopped: empty the WAL into the database file and close the connections,
+        so that after a clean stop ``controller.db`` alone holds everything (a file copy is a backup)."""
+        engine = self.sessions.kw.get("bind")
+        if engine is not None:
+            checkpoint_and_close(engine)
 
     def ensure_default_baseline(self) -> None:
         with self.sessions.begin() as s:

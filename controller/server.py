@@ -136,3 +136,5 @@ async def serve(
         with contextlib.suppress(Exception):
             await http_task
         ctl.writer.shutdown(wait=True)
+        # Every writer has stopped: the WAL goes into controller.db, which alone then holds everything.
+        ctl.close()

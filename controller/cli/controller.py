@@ -6,8 +6,9 @@ import argparse
 import asyncio
 import datetime as dt
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from common.cli import Parser, add_common, print_json, run, setup_logging
 from common.durations import parse_duration
@@ -104,7 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
     data(gr)
     gr.add_argument("agent_id")
     gr.add_argument("--reason", default="")
+    _add_backup_commands(sub, data)
     return p
+
+
+def _add_backup_commands(sub: Any, data: Callable[[argparse.ArgumentParser], None]) -> None:
+    bk = sub.add_parser("backup", help="a consistent copy of the database while the controller runs, checked")
+    data(bk)
+    bk.add_argument("--out", type=Path, required=True, metavar="FILE", help="the backup file to write")
+    bk.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    rs = sub.add_parser("restore", help="put a backup in place of the database (the controller must be stopped)")
+    data(rs)
+    rs.add_argument("--from", dest="source", type=Path, required=True, metavar="FILE",
+                    help="a file written by `vigil-controller backup`")
 
 
 def _open(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -139,6 +152,10 @@ def main_args(args: argparse.Namespace) -> int:
         finally:
             lock.release()
         return 0
+
+    if args.cmd in ("backup", "restore"):
+        from controller.cli.backup import backup, restore
+        return (backup if args.cmd == "backup" else restore)(args, _admin_actor(), PROG)
 
     ctl = _open(args)
     actor = _admin_actor()

@@ -7,8 +7,13 @@ both schemas.
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
 import re
+import sqlite3
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +23,12 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
+from common import sqlite_integrity
 from common.errors import UsageError, VigilError
+
+log = logging.getLogger(__name__)
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 # Seconds to wait for a PostgreSQL server before start-up fails (unless the URL sets connect_timeout).
@@ -32,6 +41,14 @@ _PG_MIGRATION_LOCK_KEY = 0x7669676D  # "vigm"
 
 class DatabaseUnavailable(VigilError):
     """The database named by the URL cannot be reached or refuses us; the message names it."""
+
+
+class DamagedDatabase(VigilError):
+    """The SQLite file (or its write-ahead log) is damaged: the controller will not serve it."""
+
+
+# Where the error message sends an operator whose database is damaged.
+RESTORE_DOC = "docs/operations.md#restore"
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -170,3 +187,140 @@ def _upgrade(engine: Engine) -> None:
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+# -- integrity at start, clean stop ---------------------------------------------------------------------
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file a ``sqlite:///FILE`` URL names; None for PostgreSQL (the server owns its integrity) and for
+    an in-memory database."""
+    parsed = parse_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
+def check_before_open(url: str, data_dir: Path) -> None:
+    """Refuse (DamagedDatabase) a SQLite database that is damaged, before anything opens or migrates it.
+
+    SQLite would open a database whose WAL holds a damaged frame without an error, silently without the
+    transactions after it; served, the controller would have "lost" them for good (and the audit log
+    would verify, shorter). The operator decides what to do: nothing is moved aside.
+    """
+    path = sqlite_file(url)
+    if path is None:
+        return
+    problem = sqlite_integrity.check(path)
+    if problem is not None:
+        # A controller still running elsewhere (an admin command beside `serve`) may be rewriting the WAL
+        # while it is read: only damage seen twice is damage.
+        problem = sqlite_integrity.check(path)
+    if problem is not None:
+        raise DamagedDatabase(
+            f"{problem}. The controller will not serve a damaged database: stop, keep the damaged files for "
+            f"inspection, and restore the last backup with `vigil-controller restore --data-dir {data_dir} "
+            f"--from BACKUP` ({RESTORE_DOC})")
+
+
+def checkpoint_and_close(engine: Engine) -> None:
+    """On a clean stop, after the last writer stopped: move everything from the WAL into the database file
+    (``wal_checkpoint(TRUNCATE)``), so that ``controller.db`` alone holds every row, then close the pool."""
+    try:
+        if engine.dialect.name == "sqlite":
+            with engine.connect() as conn:
+                busy, _log, _done = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+                if busy:
+                    log.warning("the database's write-ahead log could not be emptied at stop (another "
+                                "process is reading it); it is kept and replayed at the next start")
+    except DBAPIError as exc:
+        log.warning("checkpointing the database at stop failed: %s", _reason(exc))
+    finally:
+        engine.dispose()
+
+
+# -- backup and restore (SQLite) ----------------------------------------------------------------------
+
+# The tables a backup summary counts: what an operator would miss first.
+SUMMARY_TABLES = ("agents", "results", "findings", "tickets", "ticket_events", "users", "api_keys",
+                  "baselines", "audit_log")
+
+
+@dataclass
+class CopyReport:
+    """What a checked copy of a controller database holds."""
+
+    path: Path
+    revision: str
+    rows: dict[str, int]
+    size: int
+    sha256: str
+
+
+def known_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    return {rev.revision for rev in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+
+
+def copy_sqlite(source: Path, dest: Path) -> None:
+    """A consistent copy of the live database ``source`` (with what its WAL holds) into the new file
+    ``dest``, through SQLite's online backup API: writers go on meanwhile, the copy is one snapshot. The
+    copy is one self-contained file (rollback journal, no WAL beside it)."""
+    src = sqlite3.connect(f"{source.absolute().as_uri()}?mode=ro", uri=True, timeout=30)
+    try:
+        fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        dst = sqlite3.connect(dest)
+        try:
+            src.backup(dst)
+            dst.execute("PRAGMA journal_mode=DELETE")
+            dst.commit()
+        finally:
+            dst.close()
+    finally:
+        src.close()
+    with open(dest, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def check_copy(path: Path) -> CopyReport:
+    """Check a backup copy of a controller database: SQLite's full integrity check, a Vigil controller
+    schema at a revision this version knows. Raises UsageError naming the file and the problem.
+    The audit chain is checked by the caller (the domain's verify) on :func:`plain_engine`."""
+    problem = sqlite_integrity.check(path)
+    if problem is not None:
+        raise UsageError(f"{problem}; it cannot be used as a controller database")
+    conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+    try:
+        answer = [str(r[0]) for r in conn.execute("PRAGMA integrity_check").fetchall()]
+        if answer != ["ok"]:
+            raise UsageError(f"{path} fails SQLite's integrity check: {'; '.join(answer[:3])}")
+        tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "alembic_version" not in tables or not {"audit_log", "agents"} <= tables:
+            raise UsageError(f"{path} is a SQLite database but not a Vigil controller's (no controller schema)")
+        revs = [str(r[0]) for r in conn.execute("SELECT version_num FROM alembic_version")]
+        if len(revs) != 1 or revs[0] not in known_revisions():
+            raise UsageError(f"{path}: schema revision {', '.join(revs) or 'none'} is not one this version of "
+                             "Vigil knows (a backup from a newer controller?)")
+        rows = {t: int(conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0])
+                for t in SUMMARY_TABLES if t in tables}
+    except sqlite3.DatabaseError as exc:
+        raise UsageError(f"{path}: {exc}; it cannot be used as a controller database") from None
+    finally:
+        conn.close()
+    return CopyReport(path, revs[0], rows, path.stat().st_size, sha256_of(path))
+
+
+def plain_engine(path: Path) -> Engine:
+    """An engine on a database file that changes nothing about it on connect (no WAL switch), for checking
+    and auditing a copy."""
+    return create_engine(f"sqlite:///{path.absolute()}", poolclass=NullPool, connect_args={"timeout": 30})
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
