@@ -15,6 +15,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import Scope
@@ -38,7 +39,7 @@ from controller.rest import (
     tickets,
     users,
 )
-from controller.rest.common import AUTH, errors, need
+from controller.rest.common import AUTH, errors, need, store_unwritable
 
 PREFIX = "/api/v1"
 _RESOURCES = (health, agents, findings, tickets, exceptions, baselines, changes, sweeps, audit, users)
@@ -71,8 +72,8 @@ def create_app(ctl: Controller) -> FastAPI:
 def install_error_handlers(app: FastAPI) -> None:
     """Refusals from the domain become ``{"detail": MESSAGE}`` with their status (controller.errors.http_status):
     wrong input 422, a role that does not allow it 403, no such object 404, a state that forbids it 409, a part
-    that is not running 503. Validation errors keep FastAPI's list of ``{loc, msg, type}``, each ``msg`` starting
-    with where the problem is (``body.to: Field required``)."""
+    that is not running or a database that cannot be written 503. Validation errors keep FastAPI's list of
+    ``{loc, msg, type}``, each ``msg`` starting with where the problem is (``body.to: Field required``)."""
 
     async def refused(request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=http_status(exc))
@@ -93,6 +94,8 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(kind, refused)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(StarletteHTTPException, http_refusal)
+    # Disk full or a read-only database: 503 and one message (controller.rest.common.store_unwritable).
+    app.add_exception_handler(DBAPIError, store_unwritable)
 
 
 def _allowed(app: FastAPI, scope: Scope) -> list[str]:

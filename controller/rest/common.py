@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session
 from controller.core import Controller
 from controller.domain.users import audit_rejected_key, check_api_key, role_allows
 from controller.storage.models import MAX_ID, User
+from controller.storage.store import unwritable_reason
 
 # Every integer a route takes from its path or query is one of the types below, so that an out-of-range
 # value is a 422 naming the parameter, never a database error (tests/controller/test_limits.py walks them).
@@ -62,7 +64,8 @@ _MEANING = {
     409: "the object's state does not allow this (illegal transition, stale version, duplicate)",
     413: "the request body is too large",
     422: "the input is wrong: the detail names the field and the reason",
-    503: "a part of the controller this needs is not running",
+    503: "a part of the controller this needs is not running, or its database cannot be written (disk full, "
+         "read-only): the detail says which; nothing was changed, retry later",
 }
 
 
@@ -73,6 +76,25 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 AUTH = (401, 403)
+
+# Seconds a client is asked to wait before retrying a write the store refused.
+STORE_RETRY_AFTER_S = 30
+
+
+async def store_unwritable(request: Request, exc: Exception) -> Response:
+    """A database error because the store cannot be written (disk full, read-only, I/O error) is a 503 with
+    one clear message, never a bare 500: the REST error body under /api, the web UI's error page (which the
+    web UI registers as ``app.state.store_unavailable_page``) elsewhere. Any other database error is a bug
+    and stays one."""
+    reason = unwritable_reason(exc)
+    if reason is None:
+        raise exc
+    page = getattr(request.app.state, "store_unavailable_page", None)
+    if page is not None and not request.url.path.startswith("/api/"):
+        response = page(request, reason)
+        assert isinstance(response, Response)
+        return response
+    return JSONResponse({"detail": reason}, status_code=503, headers={"Retry-After": str(STORE_RETRY_AFTER_S)})
 
 
 def controller(request: Request) -> Controller:

@@ -239,6 +239,35 @@ def checkpoint_and_close(engine: Engine) -> None:
         engine.dispose()
 
 
+# -- a store that cannot be written -------------------------------------------------------------------
+
+# SQLite's messages and PostgreSQL's SQLSTATEs for "the write failed because of where the data lives",
+# not because of what was written: disk full, a read-only file or server, an I/O error.
+_SQLITE_UNWRITABLE = ("database or disk is full", "attempt to write a readonly database", "disk i/o error",
+                      "unable to open database file")
+_PG_UNWRITABLE = {"53100": "the database server's disk is full", "25006": "the database is read-only",
+                  "58030": "the database server has an I/O error", "53200": "the database server is out of memory"}
+
+
+def unwritable_reason(exc: BaseException) -> str | None:
+    """If ``exc`` says the store cannot be written (disk full, read-only, I/O error), one sentence saying so
+    for a 503; else None (the error is about the request or a bug, and is reported as such)."""
+    if not isinstance(exc, DBAPIError) or exc.orig is None:
+        return None
+    orig = exc.orig
+    if isinstance(orig, sqlite3.Error):
+        text_ = str(orig).strip().lower()
+        if any(m in text_ for m in _SQLITE_UNWRITABLE):
+            return (f"the controller's database cannot be written ({str(orig).strip()}); nothing was "
+                    "changed: free space on its file system or fix its permissions, then retry")
+        return None
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if isinstance(state, str) and state in _PG_UNWRITABLE:
+        return (f"the controller's database cannot be written ({_PG_UNWRITABLE[state]}: {_reason(exc)}); "
+                "nothing was changed: retry once it is fixed")
+    return None
+
+
 # -- backup and restore (SQLite) ----------------------------------------------------------------------
 
 # The tables a backup summary counts: what an operator would miss first.

@@ -44,6 +44,8 @@ def register(app: FastAPI, ctl: Controller) -> None:
         assert isinstance(exc, pages.Refused)
         return pages.refused_page(request, exc)
 
+    # The app's handler for a database that cannot be written renders this page outside /api.
+    app.state.store_unavailable_page = pages.store_unavailable_page
     app.add_exception_handler(pages.Redirect, on_redirect)
     app.add_exception_handler(pages.Refused, on_refused)
     app.include_router(login.router)

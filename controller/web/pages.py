@@ -702,6 +702,16 @@ def audit_page(request: Request) -> Response:
 # -- errors ------------------------------------------------------------------------------------------------
 
 
+def store_unavailable_page(request: Request, message: str) -> Response:
+    """The controller's database cannot be written (disk full, read-only): a 503 page saying so."""
+    st = state_of(request)
+    return secure(st.templates.TemplateResponse(request, "error.html", {
+        "title": "Storage unavailable", "message": message, "status": 503,
+        "user": None, "csrf": "", "nav": "", "version": __version__, "flash": None, "error": None, "problems": [],
+        "form": {}, "idle_minutes": int(st.idle_timeout.total_seconds() // 60)}, status_code=503,
+        headers={"Retry-After": "30"}))
+
+
 def refused_page(request: Request, exc: Refused) -> Response:
     st = state_of(request)
     return secure(st.templates.TemplateResponse(request, "error.html", {

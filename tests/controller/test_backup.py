@@ -1,24 +1,30 @@
 """The controller's own SQLite database: refused when damaged, whole in controller.db after a clean stop,
-backed up while it runs and restored."""
+backed up while it runs and restored; a store that cannot be written answers 503, never a bare 500."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import os
 import shutil
 import sqlite3
 import struct
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import event
 
 from controller.cli.controller import main
 from controller.core import Controller, ControllerConfig, DataDirLock
 from controller.domain.enrollment import create_token
 from controller.domain.users import create_api_key, create_user
-from controller.server import Running, serve
+from controller.rest.health import MIN_FREE_BYTES
+from controller.server import Running, build_app, serve
 from controller.storage.store import DamagedDatabase
 
 PASSWORD = "Correct-Horse-42-battery"
@@ -342,3 +348,106 @@ def test_backup_of_postgresql_prints_the_pg_dump_command_without_the_password(
     assert ("pg_dump --format=custom --file=/backups/vigil.dump --host=db.example --port=5433 --username=vigil "
             "--dbname=vigil") in err
     assert "s3cret" not in err and "pki" in err
+
+
+# -- a store that cannot be written --------------------------------------------------------------------
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[tuple[Controller, TestClient, str]]:
+    ctl = _open(tmp_path / "d")
+    with ctl.sessions.begin() as s:
+        create_user(s, "ann", "admin", PASSWORD, "test")
+        key = create_api_key(s, "ann", "test")
+    with TestClient(build_app(ctl), follow_redirects=False) as client:
+        yield ctl, client, key
+    ctl.close()
+    _drop(ctl)
+
+
+def _every_connection(ctl: Controller, pragma: str) -> None:
+    """Apply a real SQLite limit to every connection the controller opens from now on."""
+    engine = ctl.sessions.kw["bind"]
+    engine.dispose()
+    event.listen(engine, "connect", lambda conn, _record: conn.execute(pragma))
+
+
+def test_a_full_database_answers_503_with_one_message_and_changes_nothing(
+        api: tuple[Controller, TestClient, str]) -> None:
+    ctl, client, key = api
+    headers = {"Authorization": f"Bearer {key}"}
+    url = "/api/v1/baselines/tw-securities-linux"
+    before = client.get(url, headers=headers).json()
+    pages = sqlite3.connect(ctl.config.data_dir / "controller.db").execute("PRAGMA page_count").fetchone()[0]
+    _every_connection(ctl, f"PRAGMA max_page_count={pages}")  # SQLite's own "database or disk is full"
+    good = before["source"].replace(f"version: {before['version']}\n", f"version: {before['version'] + 1}\n", 1)
+    good += "# " + "padding " * 4000 + "\n"
+    r = client.put(url, content=good, headers={**headers, "Content-Type": "application/yaml"})
+    assert r.status_code == 503, r.text
+    assert "database or disk is full" in r.json()["detail"] and "nothing was changed" in r.json()["detail"]
+    assert r.headers["Retry-After"]
+    assert client.get(url, headers=headers).json()["version"] == before["version"]
+
+
+def test_a_read_only_database_fails_healthz_and_the_web_ui_shows_an_error_page(
+        api: tuple[Controller, TestClient, str]) -> None:
+    ctl, client, _ = api
+    assert client.get("/api/v1/healthz").json()["status"] == "ok"
+    _every_connection(ctl, "PRAGMA query_only=ON")  # every write: "attempt to write a readonly database"
+    r = client.get("/api/v1/healthz")
+    assert r.status_code == 503
+    assert r.json()["status"] == "unavailable" and "readonly database" in r.json()["detail"]
+    page = client.get("/login")
+    csrf = page.text.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+    r = client.post("/login", data={"username": "ann", "password": PASSWORD, "csrf_token": csrf})
+    assert r.status_code == 503 and r.headers["content-type"].startswith("text/html")
+    assert "Storage unavailable" in r.text and "readonly database" in r.text
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 8 MiB file system (tmpfs), mounted here and unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs to fill a real file system needs root")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(mnt)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_file_system_fails_healthz_and_writes_answer_503(small_disk: Path) -> None:
+    ctl = _open(small_disk / "d")
+    try:
+        with ctl.sessions.begin() as s:
+            create_user(s, "ann", "admin", PASSWORD, "test")
+            key = create_api_key(s, "ann", "test")
+        headers = {"Authorization": f"Bearer {key}"}
+        with TestClient(build_app(ctl)) as client:
+            r = client.get("/api/v1/healthz")
+            assert r.status_code == 503 and r.json()["free_bytes"] < MIN_FREE_BYTES
+            assert f"free on the file system of {small_disk / 'd'}" in r.json()["detail"]
+            with open(small_disk / "filler", "wb") as f, pytest.raises(OSError):  # fill what is left
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            url = "/api/v1/baselines/tw-securities-linux"
+            before = client.get(url, headers=headers).json()
+            good = before["source"].replace(f"version: {before['version']}\n",
+                                            f"version: {before['version'] + 1}\n", 1)
+            r = client.put(url, content=good + "# " + "padding " * 4000 + "\n",
+                           headers={**headers, "Content-Type": "application/yaml"})
+            assert r.status_code == 503, r.text
+            assert "database or disk is full" in r.json()["detail"]
+            (small_disk / "filler").unlink()
+            assert client.get(url, headers=headers).json()["version"] == before["version"]
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            (small_disk / "filler").unlink()
+        ctl.close()
+        _drop(ctl)
