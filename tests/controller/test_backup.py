@@ -451,3 +451,18 @@ def test_a_full_file_system_fails_healthz_and_writes_answer_503(small_disk: Path
             (small_disk / "filler").unlink()
         ctl.close()
         _drop(ctl)
+
+
+def test_vigil_up_refuses_a_damaged_database_too(
+        crashed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from controller.cli.operator import main as vigil
+
+    up_dir = tmp_path / "vigil-data"
+    up_dir.mkdir()
+    shutil.copytree(crashed, up_dir / "controller")
+    _flip_early_committed_frame(up_dir / "controller" / "controller.db-wal")
+    assert vigil(["up", "--data-dir", str(up_dir), "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("vigil: error: ") and err.count("\n") == 1
+    assert "will not serve a damaged database" in err and f"--data-dir {up_dir / 'controller'}" in err
+    assert not (up_dir / "admin-password").exists()
