@@ -88,35 +88,33 @@ def _valid_page_size(size: int) -> bool:
 
 
 def _check_wal(wal: Path) -> str | None:
-    data = wal.read_bytes()
-    if len(data) < _WAL_HEADER:
-        return None  # a header cut short: no frame can be in it
-    magic, version, page_size, _ckpt, salt1, salt2, c1, c2 = struct.unpack(">8I", data[:_WAL_HEADER])
-    big_endian = magic == _WAL_MAGIC[1]
-    header_ok = (magic in _WAL_MAGIC and version == _WAL_VERSION and _valid_page_size(page_size)
-                 and _checksum(data[:24], big_endian, 0, 0) == (c1, c2))
-    if not header_ok:
-        smallest = page_size if _valid_page_size(page_size) else 512
-        if len(data) >= _WAL_HEADER + _FRAME_HEADER + smallest:
-            return "the log's header is damaged, so every transaction in it would be ignored"
-        return None
-    frame_size = _FRAME_HEADER + page_size
-    s0, s1 = c1, c2
-    offset, frame_no, failed_at = _WAL_HEADER, 0, 0
-    while offset + frame_size <= len(data):
-        frame_no += 1
-        pgno, commit, f_salt1, f_salt2, f_c1, f_c2 = struct.unpack(
-            ">6I", data[offset:offset + _FRAME_HEADER])
-        ours = (f_salt1, f_salt2) == (salt1, salt2)
-        if failed_at == 0:
-            s0, s1 = _checksum(data[offset:offset + 8], big_endian, s0, s1)
-            s0, s1 = _checksum(data[offset + _FRAME_HEADER:offset + frame_size], big_endian, s0, s1)
-            if not ours or pgno == 0 or (s0, s1) != (f_c1, f_c2):
-                failed_at = frame_no
-        elif ours and commit != 0:
-            return (f"frame {failed_at} is damaged, so the committed transactions after it "
-                    f"(up to frame {frame_no} at least) would be ignored")
-        offset += frame_size
+    with open(wal, "rb") as f:  # frame by frame: a WAL a checkpoint could not empty may be large
+        header = f.read(_WAL_HEADER)
+        if len(header) < _WAL_HEADER:
+            return None  # a header cut short: no frame can be in it
+        magic, version, page_size, _ckpt, salt1, salt2, c1, c2 = struct.unpack(">8I", header)
+        big_endian = magic == _WAL_MAGIC[1]
+        if not (magic in _WAL_MAGIC and version == _WAL_VERSION and _valid_page_size(page_size)
+                and _checksum(header[:24], big_endian, 0, 0) == (c1, c2)):
+            smallest = page_size if _valid_page_size(page_size) else 512
+            if wal.stat().st_size >= _WAL_HEADER + _FRAME_HEADER + smallest:
+                return "the log's header is damaged, so every transaction in it would be ignored"
+            return None
+        frame_size = _FRAME_HEADER + page_size
+        s0, s1 = c1, c2
+        frame_no, failed_at = 0, 0
+        while len(frame := f.read(frame_size)) == frame_size:
+            frame_no += 1
+            pgno, commit, f_salt1, f_salt2, f_c1, f_c2 = struct.unpack(">6I", frame[:_FRAME_HEADER])
+            ours = (f_salt1, f_salt2) == (salt1, salt2)
+            if failed_at == 0:
+                s0, s1 = _checksum(frame[:8], big_endian, s0, s1)
+                s0, s1 = _checksum(frame[_FRAME_HEADER:], big_endian, s0, s1)
+                if not ours or pgno == 0 or (s0, s1) != (f_c1, f_c2):
+                    failed_at = frame_no
+            elif ours and commit != 0:
+                return (f"frame {failed_at} is damaged, so the committed transactions after it "
+                        f"(up to frame {frame_no} at least) would be ignored")
     return None
 
 
