@@ -369,7 +369,12 @@ def _every_connection(ctl: Controller, pragma: str) -> None:
     """Apply a real SQLite limit to every connection the controller opens from now on."""
     engine = ctl.sessions.kw["bind"]
     engine.dispose()
-    event.listen(engine, "connect", lambda conn, _record: conn.execute(pragma))
+
+    def apply(conn: Any, _record: Any) -> None:
+        conn.execute(pragma)
+        conn.commit()  # PostgreSQL: a SET in a transaction rolled back would be undone
+
+    event.listen(engine, "connect", apply)
 
 
 def test_a_full_database_answers_503_with_one_message_and_changes_nothing(
@@ -402,6 +407,29 @@ def test_a_read_only_database_fails_healthz_and_the_web_ui_shows_an_error_page(
     r = client.post("/login", data={"username": "ann", "password": PASSWORD, "csrf_token": csrf})
     assert r.status_code == 503 and r.headers["content-type"].startswith("text/html")
     assert "Storage unavailable" in r.text and "readonly database" in r.text
+
+
+def test_a_read_only_postgresql_database_fails_healthz_and_writes_answer_503(tmp_path: Path, pg_url: str) -> None:
+    ctl = Controller.open(ControllerConfig(data_dir=tmp_path / "d", db_url=pg_url))
+    try:
+        with ctl.sessions.begin() as s:
+            create_user(s, "ann", "admin", PASSWORD, "test")
+            key = create_api_key(s, "ann", "test")
+        with TestClient(build_app(ctl)) as client:
+            assert client.get("/api/v1/healthz").status_code == 200
+            _every_connection(ctl, "SET default_transaction_read_only = on")  # as on a read-only standby
+            r = client.get("/api/v1/healthz")
+            assert r.status_code == 503 and "the database is read-only" in r.json()["detail"]
+            headers = {"Authorization": f"Bearer {key}"}
+            url = "/api/v1/baselines/tw-securities-linux"
+            before = client.get(url, headers=headers).json()
+            good = before["source"].replace(f"version: {before['version']}\n", f"version: {before['version'] + 1}\n", 1)
+            r = client.put(url, content=good, headers={**headers, "Content-Type": "application/yaml"})
+            assert r.status_code == 503 and "read-only" in r.json()["detail"], r.text
+            assert client.get(url, headers=headers).json()["version"] == before["version"]
+    finally:
+        ctl.close()
+        _drop(ctl)
 
 
 @pytest.fixture
