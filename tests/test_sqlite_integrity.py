@@ -222,3 +222,21 @@ def test_move_aside_renames_the_database_with_its_wal_and_keeps_earlier_ones(
     copy.write_bytes(b"")
     replaced = move_aside(copy, now, label="replaced")
     assert replaced.name == "x.db.replaced-20261204T050607Z" and replaced.exists() and not copy.exists()
+
+
+def test_a_flipped_byte_in_an_index_entry_needs_the_thorough_check(tmp_path: Path) -> None:
+    db = tmp_path / "x.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute(f"PRAGMA page_size={PAGE}")
+    conn.execute("CREATE TABLE t (i INTEGER PRIMARY KEY, v TEXT)")
+    conn.execute("CREATE INDEX t_v ON t (v)")
+    for i in range(20):
+        conn.execute("INSERT INTO t (v) VALUES (?)", (f"value-{i:04d}",))
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 't_v'").fetchone()[0]
+    conn.close()
+    page = bytearray(db.read_bytes()[(root - 1) * PAGE:root * PAGE])
+    at = page.index(b"value-0007")
+    _flip(db, (root - 1) * PAGE + at + 6)  # one key of the index no longer matches its row
+    assert check(db) is None  # quick_check reads every page but does not compare indexes with tables
+    problem = check(db, thorough=True)
+    assert problem is not None and "integrity check" in problem

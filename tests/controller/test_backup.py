@@ -19,6 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 
+from common import sqlite_integrity
 from controller.cli.controller import main
 from controller.core import Controller, ControllerConfig, DataDirLock
 from controller.domain.enrollment import create_token
@@ -149,6 +150,24 @@ def test_a_damaged_page_in_controller_db_is_refused(tmp_path: Path) -> None:
     data[(root - 1) * page + 3] ^= 0xFF  # the number of cells on the audit log's root page
     db.write_bytes(bytes(data))
     with pytest.raises(DamagedDatabase, match="will not serve a damaged database"):
+        _open(tmp_path / "d")
+
+
+def test_a_damaged_index_entry_in_controller_db_is_refused(tmp_path: Path) -> None:
+    ctl = _open(tmp_path / "d")
+    _populate(ctl)
+    ctl.close()
+    db = tmp_path / "d" / "controller.db"
+    conn = sqlite3.connect(db)
+    page = conn.execute("PRAGMA page_size").fetchone()[0]
+    (root,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE type = 'index' AND tbl_name = 'users'").fetchone()
+    conn.close()
+    data = bytearray(db.read_bytes())
+    at = (root - 1) * page + bytes(data[(root - 1) * page:root * page]).index(b"ann")
+    data[at + 1] ^= 0x01  # the index now names a user the table does not hold; quick_check cannot see it
+    db.write_bytes(bytes(data))
+    assert sqlite_integrity.check(db) is None  # quick_check alone passes it
+    with pytest.raises(DamagedDatabase, match=r"integrity check.*will not serve a damaged database"):
         _open(tmp_path / "d")
 
 
