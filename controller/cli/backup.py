@@ -21,6 +21,7 @@ from common.errors import UsageError
 from common.sqlite_integrity import move_aside
 from controller.storage.store import (
     CopyReport,
+    DamagedDatabase,
     check_copy,
     copy_sqlite,
     parse_url,
@@ -119,8 +120,14 @@ def backup(args: argparse.Namespace, actor: str, prog: str) -> int:
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
     try:
         copy_sqlite(db_file, partial)
-        report = check_copy(partial)
-        entries, head = _verify_audit(partial)
+        try:
+            report = check_copy(partial)
+            entries, head = _verify_audit(partial)
+        except UsageError as exc:
+            # The live database itself is damaged (or its audit log broken): no backup of it is written.
+            why = str(exc).replace(str(partial), "the copy")
+            raise DamagedDatabase(f"the copy of {db_file} does not check: {why}; nothing was written to {out}; "
+                                  "see docs/operations.md#damaged-files") from None
         os.replace(partial, out)
     finally:
         with contextlib.suppress(FileNotFoundError):

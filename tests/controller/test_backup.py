@@ -357,6 +357,18 @@ def _future_revision(path: Path) -> None:
     conn.close()
 
 
+def test_backup_of_a_database_whose_audit_log_is_broken_writes_nothing(
+        live: tuple[Path, Controller], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data, _ = live
+    _tamper_audit(data / "controller.db")
+    out = tmp_path / "b.db"
+    assert main(["backup", "--data-dir", str(data), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"the copy of {data / 'controller.db'} does not check" in err and "audit log does not verify" in err
+    assert "partial" not in err and err.count("\n") == 1
+    assert list(tmp_path.glob("*b.db*")) == []
+
+
 def test_backup_of_postgresql_prints_the_pg_dump_command_without_the_password(
         live: tuple[Path, Controller], capsys: pytest.CaptureFixture[str]) -> None:
     data, _ = live
