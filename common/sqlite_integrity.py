@@ -20,7 +20,6 @@ the ``-wal`` file (SQLite keeps no locks on it) and opens the database through S
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 import struct
 from datetime import UTC, datetime
@@ -122,9 +121,9 @@ def _check_wal(wal: Path) -> str | None:
 
 
 def _quick_check(path: Path, pragma: str) -> str | None:
-    # Opening may create the -shm (and -wal) SQLite needs even to read a WAL database; remove the
-    # ones this check created, so checking leaves the directory as it was.
-    created = [p for p in (_companion(path, "-wal"), _companion(path, "-shm")) if not p.exists()]
+    # Read-only: nothing is written to the database or its WAL. SQLite may create an empty -wal and the
+    # -shm it needs even to read a WAL database; they are left alone, as a writer opening the database
+    # meanwhile may already be using them.
     uri = f"{path.absolute().as_uri()}?mode=ro"
     try:
         conn = sqlite3.connect(uri, uri=True)
@@ -134,11 +133,6 @@ def _quick_check(path: Path, pragma: str) -> str | None:
             conn.close()
     except sqlite3.DatabaseError as exc:
         return f"{path}: {exc}"
-    finally:
-        for p in created:
-            with contextlib.suppress(FileNotFoundError):
-                if p.name.endswith("-shm") or p.stat().st_size == 0:
-                    p.unlink()
     answers = [str(r[0]) for r in rows]
     if answers != ["ok"]:
         shown = "; ".join(answers[:3]) + ("; ..." if len(answers) > 3 else "")
