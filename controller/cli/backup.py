@@ -144,6 +144,14 @@ def backup(args: argparse.Namespace, actor: str, prog: str) -> int:
     return 0
 
 
+def _same_owner_as(path: Path, data_dir: Path) -> None:
+    """Run as root (as a restore often is), give the restored file the data directory's owner, so a
+    controller running as its own user can write it."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        st = data_dir.stat()
+        os.chown(path, st.st_uid, st.st_gid)
+
+
 def restore(args: argparse.Namespace, actor: str, prog: str) -> int:
     from controller.core import DataDirLock
 
@@ -161,6 +169,7 @@ def restore(args: argparse.Namespace, actor: str, prog: str) -> int:
     # No controller may run on the directory while its database is replaced (held until we return).
     lock = DataDirLock(data_dir).acquire()
     try:
+        _same_owner_as(lock.path, data_dir)  # the controller takes this lock too, as its own user
         checked = check_copy(source)
         _verify_audit(source)
         incoming = db_file.with_name(f".{db_file.name}.restoring-{os.getpid()}")
@@ -169,6 +178,7 @@ def restore(args: argparse.Namespace, actor: str, prog: str) -> int:
             copy_sqlite(source, incoming)
             report = check_copy(incoming)
             entries, head = _verify_audit(incoming)
+            _same_owner_as(incoming, data_dir)
             replaced = move_aside(db_file, label="replaced") if db_file.exists() else None
             os.replace(incoming, db_file)
         finally:

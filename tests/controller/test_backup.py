@@ -525,3 +525,19 @@ def test_vigil_up_refuses_a_damaged_database_too(
     assert err.startswith("vigil: error: ") and err.count("\n") == 1
     assert "will not serve a damaged database" in err and f"--data-dir {up_dir / 'controller'}" in err
     assert not (up_dir / "admin-password").exists()
+
+
+def test_restore_as_root_gives_the_database_the_data_directory_s_owner(
+        live: tuple[Path, Controller], tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("changing a file's owner needs root")
+    data, _ = live
+    out = tmp_path / "b.db"
+    assert main(["backup", "--data-dir", str(data), "--out", str(out)]) == 0
+    target = tmp_path / "target"
+    target.mkdir()
+    os.chown(target, 4242, 4343)  # the controller's own user
+    assert main(["restore", "--data-dir", str(target), "--from", str(out)]) == 0
+    st = (target / "controller.db").stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (4242, 4343, 0o600)
+    assert (target / "controller.lock").stat().st_uid == 4242
