@@ -15,7 +15,9 @@ WAL generation that SQLite overwrites from the start after a checkpoint).
 
 Both functions must run before this process opens the database: closing a descriptor of a file drops
 every POSIX lock the process holds on it, SQLite's included (see ``common.files``). ``check`` only reads
-the ``-wal`` file (SQLite keeps no locks on it) and opens the database through SQLite, read-only.
+the ``-wal`` file (SQLite keeps no locks on it) and opens the database through SQLite, read-only
+(``mode=ro``: a missing database is not created; SQLite may create the empty ``-wal`` and ``-shm`` it
+needs to read a WAL database, and they are left in place).
 """
 
 from __future__ import annotations
