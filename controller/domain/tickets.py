@@ -271,6 +271,10 @@ def _bump(
     ticket.last_seen = now
     ticket.evidence = outcome.evidence
     ticket.exception_id = None
+    # The title says what the latest occurrence said (a count that grew, another reason), as the evidence does.
+    title = _title(rule, asset_name, outcome)
+    if ticket.title != title:
+        ticket.title = title
     if ticket.status in ("resolved", "closed", "false_positive"):
         # The same problem is back (and no exception accepts it): reopen the one ticket rather than open
         # a second. A false positive that recurs means the alert condition was not revised.
@@ -278,7 +282,6 @@ def _bump(
         ticket.status = "open"
         ticket.resolved_at = None
         ticket.reopened = (ticket.reopened or 0) + 1
-        ticket.title = _title(rule, asset_name, outcome)
         if ticket.severity in vocabulary.REPORTED_SEVERITIES:
             # A new incident for the report duty: the 30 minutes run from now.
             ticket.initial_report_due = now + INITIAL_REPORT_WINDOW
