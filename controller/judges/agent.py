@@ -1,4 +1,11 @@
-"""The ``agent`` judge: the agent's own spool (dropped results); ``max_silence`` is judged by liveness."""
+"""The ``agent`` judge: the agent's own spool (dropped results); ``max_silence`` is judged by liveness.
+
+An agent with spool incarnations collects again what an overflow dropped (it re-scans the fim roots that
+lost events and runs the other tasks again once the spool has room): its ``spool`` finding fails while
+``dropped_records`` (the current overflow episode) is above the rule's ``max`` and ``pending_recovery``
+tasks are still to report, and passes (resolving its ticket) once none is. An older agent's count only
+grows, so there a drop fails for as long as the agent reports it.
+"""
 
 from __future__ import annotations
 
@@ -32,28 +39,51 @@ class AgentParams(StrictModel):
 
 def _agent(rule: Rule, facts: Mapping[str, Any]) -> list[Observation]:
     # max_silence is judged from missing heartbeats by the controller, not from a result: a silent
-    # agent sends none. Only the spool's own count of dropped results is in the facts.
+    # agent sends none. Only the spool's own counts of dropped results are in the facts.
     limit_spec = rule.expect.get("dropped_records")
     if not isinstance(limit_spec, Mapping):
         return []
     limit = as_int(limit_spec.get("max", 0))
     dropped = as_int(facts.get("dropped_records", 0))
+    pending = as_int(facts.get("pending_recovery", 0))
+    incarnation = str(facts.get("spool_incarnation", ""))
     evidence = {
         "dropped_records": dropped,
+        "dropped_total": as_int(facts.get("dropped_total", 0)),
+        "pending_recovery": pending,
+        "quarantined_records": as_int(facts.get("quarantined_records", 0)),
+        "spool_incarnation": incarnation,
         "max": limit,
         "spool_depth": as_int(facts.get("spool_depth", 0)),
         "spool_bytes": as_int(facts.get("spool_bytes", 0)),
         "version": str(facts.get("version", "")),
     }
-    passed = dropped <= limit
-    if passed:
-        message = f"the agent's spool dropped {dropped} result(s); {rule.id} allows at most {limit}"
-    else:
+    if not incarnation:
+        # An agent from before spool incarnations does not collect dropped results again: its count is
+        # all there is to judge, and a drop stays a failure.
+        if dropped <= limit:
+            message = f"the agent's spool dropped {dropped} result(s); {rule.id} allows at most {limit}"
+            return [Observation("spool", verdict(True), message, evidence)]
         message = (
             f"the agent's spool dropped {dropped} result(s) since the agent started, more than the {limit} "
             f"{rule.id} allows: results were lost while the controller was unreachable"
         )
-    return [Observation("spool", verdict(passed), message, evidence)]
+        return [Observation("spool", verdict(False), message, evidence)]
+    if dropped <= limit:
+        message = f"the agent's spool dropped {dropped} result(s); {rule.id} allows at most {limit}"
+        return [Observation("spool", verdict(True), message, evidence)]
+    if pending == 0:
+        # The agent collected again what the tasks that lost results observe (a fim root re-scanned, any
+        # other check run again): the evidence is whole again, and the ticket resolves saying so.
+        message = f"{dropped} results dropped while the spool was full were collected again"
+        return [Observation("spool", verdict(True), message, evidence)]
+    total = as_int(facts.get("dropped_total", 0))
+    since = f" ({total} since this spool began)" if total > dropped else ""
+    message = (
+        f"the agent's spool dropped {dropped} result(s){since} while it was full, more than the {limit} "
+        f"{rule.id} allows; {pending} task(s) still to collect them again"
+    )
+    return [Observation("spool", verdict(False), message, evidence)]
 
 
 def contact_rules(rules: Iterable[Rule]) -> list[Rule]:
