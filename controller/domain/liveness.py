@@ -36,19 +36,34 @@ AGENT_CHECK = AGENT_JUDGE.id
 STALE_GRACE_S = 120
 
 
+def agent_rule_ref(apps: Sequence[Applicable]) -> RuleRef:
+    """The rule the controller's own tickets on an agent go under (lost contact, a recreated spool, missing
+    sequences, refused reports): the first ``agent`` rule that applies to it, or AGENT-CONTACT (high,
+    TPEx-CPA 3(8)4(2)) when no baseline has one, so that such a ticket is never skipped for want of a rule."""
+    contact = contact_rules(a.rule for a in apps)
+    app = next((a for a in apps if contact and a.rule is contact[0]), None)
+    return RuleRef.of(app) if app is not None else RuleRef(
+        "AGENT-CONTACT", AGENT_CHECK, "high", ("TPEx-CPA 3(8)4(2)",), "", 0)
+
+
+def ticket_on_agent(s: Session, agent: Agent, apps: Sequence[Applicable], outcomes: Sequence[Observation],
+                    now: dt.datetime, book: Book | None = None, auto_resolve: bool = True) -> None:
+    """Record observations the controller made itself about ``agent`` under :func:`agent_rule_ref`; they
+    cover only their own subjects (``complete=False``). ``auto_resolve=False`` for events: a later pass
+    does not undo them, a person closes their ticket."""
+    apply_outcomes(s, agent.id, agent.hostname, agent_rule_ref(apps), outcomes, now, None, complete=False,
+                   book=book, auto_resolve=auto_resolve)
+
+
 def contact_outcome(s: Session, agent: Agent, back: bool, now: dt.datetime, docs: Sequence[BaselineDoc],
                     apps: Sequence[Applicable] | None = None) -> None:
     """Open (``back`` false) or resolve (``back`` true) the agent's lost-contact ticket. ``apps``: the rules
     that apply to the agent, when the caller has them already."""
     apps = applicable_rules(docs, agent.tags) if apps is None else apps
-    contact = contact_rules(a.rule for a in apps)
-    app = next((a for a in apps if contact and a.rule is contact[0]), None)
-    ref = RuleRef.of(app) if app is not None else RuleRef(
-        "AGENT-CONTACT", AGENT_CHECK, "high", ("TPEx-CPA 3(8)4(2)",), "", 0)
     since = agent.last_seen.isoformat(timespec="seconds") if agent.last_seen else "never"
     msg = "heartbeats resumed" if back else f"device lost contact (last heartbeat {since})"
     outcome = Observation(CONTACT_SUBJECT, verdict(back), msg, {"last_seen": since})
-    apply_outcomes(s, agent.id, agent.hostname, ref, [outcome], now, None, complete=False)
+    ticket_on_agent(s, agent, apps, [outcome], now)
 
 
 def check_liveness(

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from controller.baselines import BaselineDoc
 from controller.core import Controller
-from controller.domain import enrollment, liveness
+from controller.domain import enrollment, integrity, liveness
 from controller.domain.ingest import ingest_reports
 from controller.domain.policy import applicable_rules, build_policy
 from controller.errors import EnrollmentError
@@ -41,6 +41,8 @@ class _Stream:
     policy_id: str = ""
     checks: set[str] = field(default_factory=set)
     tags: list[str] = field(default_factory=list)
+    # The spool incarnation the agent's Hello named: the incarnation of its reports that name none.
+    incarnation: str = ""
 
 
 class EnrollmentService(pbg.EnrollmentServicer):
@@ -266,7 +268,8 @@ class AgentChannelService(pbg.AgentChannelServicer):
         def work() -> list[pb.Ack]:
             with self.ctl.sessions.begin() as s:
                 self._mark_seen(s, stream.agent_id)
-                return ingest_reports(s, stream.agent_id, reports, rules, eol_dataset=self.ctl.eol.dataset())
+                return ingest_reports(s, stream.agent_id, reports, rules, eol_dataset=self.ctl.eol.dataset(),
+                                      incarnation=stream.incarnation)
 
         acks = await self.ctl.db(work)
         for ack in acks:
@@ -275,6 +278,12 @@ class AgentChannelService(pbg.AgentChannelServicer):
     async def _hello(self, stream: _Stream, hello: pb.Hello) -> None:
         stream.policy_id = hello.policy_id
         stream.checks = {c.check_id for c in hello.checks}
+        # Kept as sent: ingest refuses (and quarantines) the reports of a stream whose incarnation is bad.
+        stream.incarnation = hello.spool_incarnation
+        problem = integrity.incarnation_problem(hello.spool_incarnation)
+        if problem is not None:
+            log.warning("agent %s: Hello.%s: its reports that name no incarnation are refused", stream.agent_id,
+                        problem)
 
         def work() -> None:
             with self.ctl.sessions.begin() as s:
@@ -285,6 +294,10 @@ class AgentChannelService(pbg.AgentChannelServicer):
                 agent.os = hello.os[:255] or agent.os
                 agent.hostname = hello.hostname[:255] or agent.hostname
                 agent.checks = [{"check_id": c.check_id, "version": c.version} for c in hello.checks]
+                if problem is None:
+                    note = integrity.said(hello.incarnation_note, integrity.MAX_NOTE)
+                    integrity.begin_incarnation(s, agent, hello.spool_incarnation, note, dt.datetime.now(dt.UTC),
+                                                self.ctl.rules_for(list(agent.tags)), agent.last_seen)
                 self._mark_seen(s, stream.agent_id)
 
         await self.ctl.db(work)
