@@ -28,7 +28,7 @@ from common.errors import UsageError
 from controller import vocabulary
 from controller.baselines import MAX_BYTES, BaselineError
 from controller.core import Controller
-from controller.domain import audit, changes, exceptions, tickets, users, workflow
+from controller.domain import audit, changes, exceptions, integrity, tickets, users, workflow
 from controller.domain.tickets import ACTIVE
 from controller.domain.users import needs_mfa, require, role_allows
 from controller.errors import Conflict, Forbidden, NotFound, http_status
@@ -458,6 +458,10 @@ def agents_page(request: Request) -> Response:
                         counts=counts)
 
 
+# The newest spool incarnations, missing ranges and quarantined reports the agent page lists of each.
+AGENT_HISTORY = 20
+
+
 @router.get("/agents/{agent_id}")
 def agent_page(request: Request, agent_id: str) -> Response:
     with page(request) as c:
@@ -480,7 +484,11 @@ def agent_page(request: Request, agent_id: str) -> Response:
         open_tickets = list(s.execute(select(Ticket).where(Ticket.asset == agent_id, Ticket.status.in_(ACTIVE))
                                       .order_by(Ticket.last_seen.desc())).scalars())
         return c.render("agent.html", f"Agent {a.hostname}", a=a, aj=agent_json(a), findings=findings,
-                        per_check=dict(sorted(per_check.items())), open_tickets=open_tickets)
+                        per_check=dict(sorted(per_check.items())), open_tickets=open_tickets,
+                        counts=integrity.counts(s, agent_id),
+                        incarnations=integrity.incarnations(s, agent_id, AGENT_HISTORY),
+                        gaps=integrity.gaps(s, agent_id, AGENT_HISTORY),
+                        quarantined=integrity.quarantined(s, agent_id, AGENT_HISTORY))
 
 
 # -- baselines -----------------------------------------------------------------------------------------

@@ -5,20 +5,27 @@ Each test runs on SQLite and on PostgreSQL (the ``db_url`` fixture).
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.baselines import load_baseline
+from controller.core import Controller, ControllerConfig
 from controller.domain import integrity
 from controller.domain.ingest import MAX_QUARANTINE_BYTES, MAX_STATUS_MESSAGE, ingest_reports
 from controller.domain.policy import Applicable, applicable_rules
+from controller.domain.users import create_api_key, create_user
 from controller.judges.registry import CHECK_SPECS
+from controller.rest.app import create_app
+from controller.server import build_app
 from controller.storage.models import (
     Agent,
     AgentIncarnation,
@@ -31,6 +38,7 @@ from controller.storage.models import (
 from proto.vigil.v1 import agent_pb2, common_pb2, report_pb2
 from proto.vigil.v1 import agent_service_pb2 as pb
 from tests.controller._db import migrated_sessions
+from tests.web.conftest import PASSWORD, login
 
 T0 = dt.datetime(2026, 12, 4, 8, 0, tzinfo=dt.UTC)
 AGENT = "agt-0123456789abcdef"
@@ -412,3 +420,77 @@ def test_a_bump_keeps_the_title_when_the_message_is_the_same(sessions: sessionma
     with sessions() as s:
         (t,) = s.execute(select(Ticket)).scalars()
         assert t.occurrences == 2 and t.title.startswith(f"PORTS-ALLOWED on {HOST}: ")
+
+
+# -- what the REST API shows -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def api(tmp_path: Path, db_url: str) -> Iterator[tuple[TestClient, str]]:
+    """The REST API over the real app and database, with one agent and a viewer's API key."""
+    ctl = Controller.open(ControllerConfig(data_dir=tmp_path, db_url=db_url))
+    with ctl.sessions.begin() as s:
+        create_user(s, "viewer", "viewer", PASSWORD, "test")
+        key = create_api_key(s, "viewer", "test")
+        s.add(Agent(id="agt-1", hostname=HOST, enrolled_at=T0, cert_serial="1", cert_not_after=T0, tags=["linux"],
+                    max_sequence=0))
+    with TestClient(create_app(ctl)) as client:
+        yield client, key
+    ctl.writer.shutdown()
+    ctl.sessions.kw["bind"].dispose()
+
+
+def test_the_agent_shows_its_counts_and_its_quarantine_newest_first(api: tuple[TestClient, str]) -> None:
+    client, key = api
+    ctl = client.app.state.vigil
+    with ctl.sessions.begin() as s:
+        agent = s.get(Agent, "agt-1")
+        assert agent is not None
+        integrity.begin_incarnation(s, agent, A, "", T0, RULES)
+        integrity.begin_incarnation(s, agent, B, "spool deleted", T0, RULES)
+        acks = ingest_reports(s, "agt-1", [ports(2**64 - 1), ports(1, port=70000), ports(3)], RULES, now=T0,
+                              incarnation=B)
+    assert outcomes(acks) == ["REJECTED", "REJECTED", "STORED"]
+    viewer = {"Authorization": f"Bearer {key}"}
+    r = client.get("/api/v1/agents/agt-1", headers=viewer)
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert (got["spool_incarnation"], got["incarnations"], got["gaps"], got["quarantined"]) == (B, 2, 1, 2)
+    r = client.get("/api/v1/agents/agt-1/quarantine", headers=viewer)
+    assert r.status_code == 200, r.text
+    listed = r.json()
+    assert [q["sequence"] for q in listed] == ["1", str(2**64 - 1)]
+    assert all(q["raw"] is None for q in listed) and listed[0]["kept"] == listed[0]["size"]
+    r = client.get("/api/v1/agents/agt-1/quarantine?limit=1&raw=true", headers=viewer)
+    (one,) = r.json()
+    assert base64.b64decode(one["raw"]) == ports(1, port=70000).SerializeToString()
+    assert client.get("/api/v1/agents/agt-404/quarantine", headers=viewer).status_code == 404
+    assert client.get("/api/v1/agents/agt-1/quarantine?limit=0", headers=viewer).status_code == 422
+
+
+def test_the_agent_page_shows_incarnations_gaps_and_quarantined_reports(tmp_path: Path) -> None:
+    ctl = Controller.open(ControllerConfig(data_dir=tmp_path))
+    try:
+        with ctl.sessions.begin() as s:
+            create_user(s, "viewer", "viewer", PASSWORD, "test")
+            s.add(Agent(id="agt-1", hostname=HOST, enrolled_at=T0, cert_serial="1", cert_not_after=T0,
+                        tags=["linux"], max_sequence=0))
+            s.flush()
+            agent = s.get(Agent, "agt-1")
+            assert agent is not None
+            integrity.begin_incarnation(s, agent, A, "", T0, RULES)
+            ingest_reports(s, "agt-1", [ports(1)], RULES, now=T0, incarnation=A)
+            integrity.begin_incarnation(s, agent, B, "spool.db failed its integrity check", T0, RULES)
+            ingest_reports(s, "agt-1", [ports(1), ports(4), ports(5, port=70000)], RULES, now=T0, incarnation=B)
+        client = TestClient(build_app(ctl), follow_redirects=False)  # type: ignore[arg-type]
+        assert login(client, "viewer").status_code == 303
+        page = client.get("/agents/agt-1").text
+        assert f"<code>{B}</code> <span class=\"badge st-pass\">current</span>" in page
+        assert "spool.db failed its integrity check" in page and f"<code>{A}</code>" in page
+        assert "<td>2\u20133</td>" in page  # the missing range
+        assert "listeners[0].port 70000 is out of range" in page  # why report 5 was refused
+        assert "agent spool was recreated" in page  # its open ticket
+        assert "GET /api/v1/agents/agt-1/quarantine?raw=true" in page
+    finally:
+        ctl.writer.shutdown()
+        ctl.sessions.kw["bind"].dispose()
