@@ -212,8 +212,9 @@ def spool_depth(data_dir: Path) -> int:
         return int(db.execute("SELECT count(*) FROM reports").fetchone()[0])
 
 
-def ports_report(seq: int, port: int = 2222, collected_at: Any = None) -> Any:
-    """An AgentMessage carrying a real ``ports`` Report (one listener), as the agent would send it."""
+def ports_report(seq: int, port: int = 2222, collected_at: Any = None, incarnation: str = "") -> Any:
+    """An AgentMessage carrying a real ``ports`` Report (one listener), as the agent would send it
+    (``incarnation``: the spool incarnation it names, "" for the stream's)."""
     import datetime as dt
 
     from proto.vigil.v1 import agent_service_pb2 as pb
@@ -225,6 +226,7 @@ def ports_report(seq: int, port: int = 2222, collected_at: Any = None) -> Any:
         ports=ports_pb2.PortsResult(listeners=[ports_pb2.PortsListener(
             proto="tcp", address="0.0.0.0", port=port, pid=4242, process="rogue", exe="/tmp/rogue", user="nobody",
             owner_known=True)]),
+        incarnation=incarnation,
     )
     report.collected_at.FromDatetime(collected_at or dt.datetime.now(dt.UTC))
     return pb.AgentMessage(report=report)
@@ -276,14 +278,16 @@ class AgentStream:
     def send(self, msg: Any) -> None:
         self._out.put(msg)
 
-    def hello(self) -> None:
+    def hello(self, incarnation: str = "", note: str = "") -> None:
+        """Send a Hello; ``incarnation`` and ``note``: its spool incarnation and why that began."""
         from proto.vigil.v1 import agent_service_pb2 as pb
         from proto.vigil.v1 import common_pb2
 
         self.send(pb.AgentMessage(hello=pb.Hello(
             agent_version="0.0.0-test", hostname="fake-agent", os="linux test",
             checks=[common_pb2.CheckCapability(check_id="ports", version=1),
-                    common_pb2.CheckCapability(check_id="agent", version=1)])))
+                    common_pb2.CheckCapability(check_id="agent", version=1)],
+            spool_incarnation=incarnation, incarnation_note=note)))
 
     def next(self, kind: str, timeout: float = 15.0) -> Any:
         """The next ControllerMessage payload of ``kind`` ("ack", "policy", "command"), skipping others."""
