@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.baselines import load_baseline
@@ -494,3 +494,32 @@ def test_the_agent_page_shows_incarnations_gaps_and_quarantined_reports(tmp_path
     finally:
         ctl.writer.shutdown()
         ctl.sessions.kw["bind"].dispose()
+
+
+def test_a_batch_of_the_current_incarnation_costs_the_same_statements_whatever_its_size(
+        sessions: sessionmaker[Session]) -> None:
+    hello(sessions, A)
+    send(sessions, ports(1), incarnation=A)  # the findings and tickets exist: later batches only confirm them
+    engine = sessions.kw["bind"]
+    counted: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        counted.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        sizes = {}
+        start = 2
+        for size in (10, 200):
+            counted.clear()
+            assert outcomes(send(sessions, *(ports(n) for n in range(start, start + size)), incarnation=A)) == [
+                "STORED"] * size
+            sizes[size] = len(counted)
+            start += size
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert sizes[10] == sizes[200], sizes
+    with sessions() as s:
+        assert s.execute(select(SequenceGap)).scalars().all() == []
+        row = s.get(AgentIncarnation, (AGENT, A))
+        assert row is not None and (row.max_sequence, row.reports) == (211, 211)
