@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session
 
 from controller import eoldata
@@ -46,6 +46,13 @@ _MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
 
 # Core insert: the ORM's bulk path costs more per row than it saves here.
 RESULTS: Table = Result.__table__  # type: ignore[assignment]
+INCARNATIONS: Table = AgentIncarnation.__table__  # type: ignore[assignment]
+# An incarnation's counters after a batch; built once, in Core like the insert: the ORM's UPDATE would flush
+# the session and search it for rows to keep in step, and building the statement per batch cost more than
+# running it.
+_ADVANCE = INCARNATIONS.update().where(
+    INCARNATIONS.c.agent_id == bindparam("agent"), INCARNATIONS.c.incarnation == bindparam("inc"),
+).values(max_sequence=bindparam("top"), reports=INCARNATIONS.c.reports + bindparam("stored"))
 # Agent-row columns a judge may set from facts that describe the asset itself.
 ASSET_STATE = frozenset({"spool_depth", "dropped_records"})
 
@@ -330,11 +337,8 @@ def _advance(session: Session, agent: Agent, received: Mapping[str, Sequence[int
         top = max(tops[inc], *seqs)
         if inc == agent.incarnation and top != agent.max_sequence:
             agent.max_sequence = top
-        values: dict[str, Any] = {"max_sequence": top}
-        if counted.get(inc):
-            values["reports"] = AgentIncarnation.reports + counted[inc]
-        session.execute(update(AgentIncarnation).where(
-            AgentIncarnation.agent_id == agent.id, AgentIncarnation.incarnation == inc).values(**values))
+        session.connection().execute(_ADVANCE, {"agent": agent.id, "inc": inc, "top": top,
+                                                "stored": counted.get(inc, 0)})
 
 
 def judge(
