@@ -21,11 +21,12 @@ from controller.domain import changes, integrity
 from controller.domain.integrity import MAX_QUARANTINE_BYTES as MAX_QUARANTINE_BYTES
 from controller.domain.policy import Applicable
 from controller.domain.tickets import Book, RuleRef, apply_outcomes
-from controller.judges import InvalidFacts, evaluate, judge_for
+from controller.judges import InvalidFacts, Observation, evaluate, judge_for
+from controller.judges.agent import UNREPORTED_FAILURE
 from controller.judges.base import JUDGEABLE, Context
 from controller.judges.registry import JUDGES
 from controller.storage.models import Agent, AgentIncarnation, Result
-from controller.vocabulary import PASS
+from controller.vocabulary import FAIL, PASS
 from proto.vigil.v1 import agent_service_pb2 as pb
 from proto.vigil.v1 import common_pb2, report_pb2
 
@@ -341,6 +342,20 @@ def _advance(session: Session, agent: Agent, received: Mapping[str, Sequence[int
                                                 "stored": counted.get(inc, 0)})
 
 
+def _with_unreported_failures(outcomes: list[Observation], book: Book, ref: RuleRef) -> list[Observation]:
+    """A pass that ends an event the finding never recorded (an overflow the agent recovered from before
+    the controller heard of it) is preceded by that event's failure: it is ticketed, then resolved."""
+    out: list[Observation] = []
+    for o in outcomes:
+        failure = o.evidence.get(UNREPORTED_FAILURE) if o.passed else None
+        if failure:
+            finding = book.findings.get((ref.baseline, ref.rule_id, o.subject))
+            if finding is None or (finding.evidence or {}).get("episode") != o.evidence.get("episode"):
+                out.append(Observation(o.subject, FAIL, str(failure), o.evidence))
+        out.append(o)
+    return out
+
+
 def judge(
     session: Session,
     agent: Agent,
@@ -363,6 +378,8 @@ def judge(
             continue
         outcomes = evaluate(app.rule, check_id, facts, status, change_reasons, status_message)
         ref = RuleRef.of(app)
+        if book is not None:
+            outcomes = _with_unreported_failures(outcomes, book, ref)
         if judge.records_changes:
             changes.record(session, agent.id, app.rule, facts, result_id, now)
         if not judge.auto_resolve:

@@ -17,6 +17,10 @@ from pydantic import Field, model_validator
 from controller.baselines import Duration, Rule, StrictModel, WholeNumber, duration_s, fail
 from controller.judges.base import Judge, Observation, TicketView, as_int, verdict
 
+# Evidence key of a pass that ends an event (with the ``episode`` key naming which): the failure to record
+# first when the finding has not recorded that event (controller.domain.ingest).
+UNREPORTED_FAILURE = "unreported_failure"
+
 
 class _AtMost(StrictModel):
     max: WholeNumber = Field(ge=0)
@@ -72,13 +76,20 @@ def _agent(rule: Rule, facts: Mapping[str, Any]) -> list[Observation]:
     if dropped <= limit:
         message = f"the agent's spool dropped {dropped} result(s); {rule.id} allows at most {limit}"
         return [Observation("spool", verdict(True), message, evidence)]
-    if pending == 0:
-        # The agent collected again what the tasks that lost results observe (a fim root re-scanned, any
-        # other check run again): the evidence is whole again, and the ticket resolves saying so.
-        message = f"{dropped} results dropped while the spool was full were collected again"
-        return [Observation("spool", verdict(True), message, evidence)]
     total = as_int(facts.get("dropped_total", 0))
     since = f" ({total} since this spool began)" if total > dropped else ""
+    # Which overflow this is: the total only grows within a spool, with each drop.
+    evidence["episode"] = f"{incarnation}:{total}"
+    if pending == 0:
+        # The agent collected again what the tasks that lost results observe (a fim root re-scanned, any
+        # other check run again): the evidence is whole again, and the ticket resolves saying so. When the
+        # controller never heard of this overflow while it lasted (its health results were dropped too),
+        # ingest records the failure first, so that the drop is ticketed all the same.
+        evidence[UNREPORTED_FAILURE] = (
+            f"the agent's spool dropped {dropped} result(s){since} while it was full, more than the {limit} "
+            f"{rule.id} allows; they were collected again before the controller heard of it")
+        message = f"{dropped} results dropped while the spool was full were collected again"
+        return [Observation("spool", verdict(True), message, evidence)]
     message = (
         f"the agent's spool dropped {dropped} result(s){since} while it was full, more than the {limit} "
         f"{rule.id} allows; {pending} task(s) still to collect them again"

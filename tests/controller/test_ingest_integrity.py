@@ -414,6 +414,24 @@ def test_the_overflow_ticket_states_the_current_count_and_resolves_once_collecte
                                 "collected again")
 
 
+def test_an_overflow_recovered_before_the_controller_heard_of_it_is_ticketed_and_resolved_once(
+        sessions: sessionmaker[Session]) -> None:
+    hello(sessions, A)
+    for seq in (1, 2):  # the same recovered episode, reported twice
+        send(sessions, health(seq, dropped_records=50, dropped_total=50, pending_recovery=0), incarnation=A)
+    with sessions() as s:
+        t = ticket(s, "spool")
+        assert (t.status, t.occurrences, t.reopened) == ("resolved", 1, 0)
+        assert "dropped 50 result(s)" in t.title and "before the controller heard of it" in t.title
+        assert t.resolution == ("automatically resolved: 50 results dropped while the spool was full were "
+                                "collected again")
+    # A new overflow in the same spool is a new incident: the ticket reopens with its count.
+    send(sessions, health(3, dropped_records=10, dropped_total=60, pending_recovery=1), incarnation=A)
+    with sessions() as s:
+        t = ticket(s, "spool")
+        assert (t.status, t.reopened) == ("open", 1) and "dropped 10 result(s) (60 since this spool began)" in t.title
+
+
 def test_a_bump_keeps_the_title_when_the_message_is_the_same(sessions: sessionmaker[Session]) -> None:
     send(sessions, ports(1, port=6379))
     send(sessions, ports(2, port=6379))
