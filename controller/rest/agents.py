@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from common.errors import UsageError
 from controller.domain import integrity
 from controller.errors import NotFound
 from controller.rest.common import AUTH, Admin, Ctl, Db, Reason, Viewer, errors
@@ -18,6 +19,8 @@ from controller.storage.models import Agent, Finding, QuarantinedReport
 from controller.storage.serialize import agent_json, finding_json, rfc3339
 
 router = APIRouter(tags=["agents"])
+# Quarantined reports listed with their bytes at most, per request.
+MAX_RAW_LIST = 20
 
 
 class AgentOut(BaseModel):
@@ -82,10 +85,14 @@ def _quarantined_json(q: QuarantinedReport, raw: bool) -> dict[str, Any]:
 
 
 @router.get("/agents/{agent_id}/quarantine", response_model=list[QuarantinedOut], responses=errors(*AUTH, 404))
-def agent_quarantine(agent_id: str, s: Db, _: Viewer, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+def agent_quarantine(agent_id: str, s: Db, _: Viewer, limit: Annotated[int, Query(ge=1, le=10000)] = 100,
                      raw: Annotated[bool, Query(description="include each report's kept bytes (base64)")] = False,
                      ) -> list[dict[str, Any]]:
-    """The reports the controller refused from this agent and kept, newest first."""
+    """The reports the controller refused from this agent and kept, newest first; with ``raw=true`` at most
+    MAX_RAW_LIST of them, each carrying up to 1 MiB."""
+    if raw and limit > MAX_RAW_LIST:
+        raise UsageError(f"query.limit: at most {MAX_RAW_LIST} reports with raw=true (each carries up to 1 MiB), "
+                         f"not {limit}")
     if s.get(Agent, agent_id) is None:
         raise NotFound(f"no agent {agent_id!r}")
     return [_quarantined_json(q, raw) for q in integrity.quarantined(s, agent_id, limit)]

@@ -484,6 +484,9 @@ def test_the_agent_shows_its_counts_and_its_quarantine_newest_first(api: tuple[T
     assert base64.b64decode(one["raw"]) == ports(1, port=70000).SerializeToString()
     assert client.get("/api/v1/agents/agt-404/quarantine", headers=viewer).status_code == 404
     assert client.get("/api/v1/agents/agt-1/quarantine?limit=0", headers=viewer).status_code == 422
+    r = client.get("/api/v1/agents/agt-1/quarantine?limit=21&raw=true", headers=viewer)
+    assert (r.status_code, r.json()["detail"]) == (
+        422, "query.limit: at most 20 reports with raw=true (each carries up to 1 MiB), not 21")
 
 
 def test_the_agent_page_shows_incarnations_gaps_and_quarantined_reports(tmp_path: Path) -> None:
