@@ -11,7 +11,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -81,7 +81,8 @@ def healthz(s: Db, ctl: Ctl) -> Health | JSONResponse:
 def metrics(s: Db, ctl: Ctl) -> Response:
     reg = CollectorRegistry()
     agents = Gauge("vigil_agents", "Agents by status", ["status"], registry=reg)
-    for status, n in s.execute(select(Agent.status, func.count()).group_by(Agent.status)):
+    shown = case((Agent.revoked_at.is_not(None), "revoked"), else_=Agent.status)  # a revocation always wins
+    for status, n in s.execute(select(shown, func.count()).group_by(shown)):
         agents.labels(status).set(n)
     tickets = Gauge("vigil_tickets", "Tickets by status and severity", ["status", "severity"], registry=reg)
     for status, sev, n in s.execute(

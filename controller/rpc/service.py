@@ -26,6 +26,7 @@ from controller.domain.ingest import ingest_reports
 from controller.domain.policy import applicable_rules, build_policy
 from controller.errors import EnrollmentError
 from controller.storage.models import Agent
+from controller.storage.store import unwritable_reason
 from proto.vigil.v1 import agent_service_pb2 as pb
 from proto.vigil.v1 import agent_service_pb2_grpc as pbg
 from proto.vigil.v1 import report_pb2
@@ -256,8 +257,13 @@ class AgentChannelService(pbg.AgentChannelServicer):
                     log.warning("agent %s: revoked, closing its stream", stream.agent_id)
                     stream.queue.put_nowait(None)
                     return
-        except Exception:
-            log.exception("agent %s: stream failed", stream.agent_id)
+        except Exception as exc:
+            reason = unwritable_reason(exc)
+            if reason is not None:
+                # Nothing was acknowledged: the agent keeps its reports and sends them again after reconnecting.
+                log.warning("agent %s: stream closed, its reports were not stored: %s", stream.agent_id, reason)
+            else:
+                log.exception("agent %s: stream failed", stream.agent_id)
             stream.queue.put_nowait(None)
 
     async def _flush(self, stream: _Stream, reports: list[report_pb2.Report]) -> None:
@@ -315,8 +321,8 @@ class AgentChannelService(pbg.AgentChannelServicer):
 
     def _mark_seen(self, s: Session, agent_id: str) -> None:
         agent = s.get(Agent, agent_id)
-        if agent is None:
-            return
+        if agent is None or agent.revoked_at is not None:
+            return  # a revocation is never overwritten by a late heartbeat
         now = dt.datetime.now(dt.UTC)
         agent.last_seen = now
         if agent.status != "online":

@@ -62,7 +62,7 @@ class Agent(Base):
     cert_serial: Mapped[str] = mapped_column(String(64))
     cert_not_after: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    # Highest sequence stored for this agent in its current spool incarnation.
+    # Highest sequence received (stored, or refused and quarantined) in the agent's current spool incarnation.
     max_sequence: Mapped[int] = mapped_column(BigInteger, default=0)
     # The agent's current spool incarnation ("" for agents that predate incarnations).
     incarnation: Mapped[str] = mapped_column(String(32), default="")
@@ -119,7 +119,7 @@ class AgentIncarnation(Base):
     first_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     # What the agent said about why it began ("" when it did not know).
     note: Mapped[str] = mapped_column(Text, default="")
-    # Highest sequence stored in this incarnation, and how many reports were stored.
+    # Highest sequence received in this incarnation (stored or quarantined), and how many reports were stored.
     max_sequence: Mapped[int] = mapped_column(BigInteger, default=0)
     reports: Mapped[int] = mapped_column(BigInteger, default=0)
 

@@ -18,7 +18,8 @@ def agent_json(a: Agent) -> dict[str, Any]:
     return {
         "id": a.id,
         "hostname": a.hostname,
-        "status": a.status,
+        # A revocation wins over whatever a stream that was closing at that moment last wrote.
+        "status": "revoked" if a.revoked_at is not None else a.status,
         "last_seen": rfc3339(a.last_seen),
         "tags": list(a.tags),
         "version": a.version,

@@ -158,8 +158,12 @@ def test_replayed_report_is_refused_and_nothing_stored_changes(controllers, tmp_
     # The two refused reports were kept and ticketed (one ticket); nothing else changed.
     kept = [t for t in after["tickets"] if t["subject"] == "quarantined-reports"]
     assert [t["occurrences"] for t in kept] == [2]
-    after["tickets"] = [t for t in after["tickets"] if t not in kept]
-    after["findings"] = [f for f in after["findings"] if f["subject"] != "quarantined-reports"]
+    # What a replay could change: the results, and the findings and tickets of the replayed report's check.
+    # (The liveness round may meanwhile mark the rules of checks this scripted agent never runs unknown.)
+    for snap in (first, after):
+        snap["tickets"] = [t for t in snap["tickets"] if t["check"] == "ports"]
+        snap["findings"] = [f for f in snap["findings"] if f["check"] == "ports"]
+    assert first["tickets"] and first["findings"], "the replayed report's own ticket and findings are compared"
     assert after == first
 
 
