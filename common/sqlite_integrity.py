@@ -130,6 +130,9 @@ def _quick_check(path: Path, pragma: str) -> str | None:
     try:
         conn = sqlite3.connect(uri, uri=True)
         try:
+            # A small page cache: the check reads every page once, and memory the process got for a
+            # larger cache stays with it (the agent's idle footprint) after the connection is closed.
+            conn.execute("PRAGMA cache_size=-128")
             rows = conn.execute(f"PRAGMA {pragma}").fetchall()
         finally:
             conn.close()
