@@ -360,11 +360,15 @@ def open_spool(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Spool:
     started; a missing file in a data directory that had a spool is told as such. Either way the new
     incarnation's note says what happened, and the Hello carries it to the controller.
     """
-    from common.sqlite_integrity import check, move_aside
+    from common.sqlite_integrity import inspect, move_aside
 
     note = ""
     had_file = path.exists()
-    reason = check(path)  # also: no spool.db but a -wal of one (SQLite would replay it into a new file)
+    seen = inspect(path)  # also: no spool.db but a -wal of one (SQLite would replay it into a new file)
+    reason = seen.problem
+    if seen.notice is not None:
+        log.warning("%s. If the agent did not stop by a crash or power loss, the last result spooled may be "
+                    "lost", seen.notice)
     if reason is not None:
         aside = move_aside(path)
         note = (f"the previous spool failed its integrity check ({reason}) and was moved to {aside}: started "

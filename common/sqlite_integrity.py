@@ -13,6 +13,13 @@ What is *not* damage: a torn tail (the last, uncommitted transaction cut short b
 rightly ignores it, nothing committed is lost) and frames carrying other salts (leftovers of an earlier
 WAL generation that SQLite overwrites from the start after a checkpoint).
 
+One case the format cannot decide: a frame of the *last* transaction (the one whose commit frame ends
+the log) failing its checksum is what a crash while that commit was being written leaves (nothing
+acknowledged is lost: with ``synchronous=FULL`` a commit returns only after its frames are on disk, and
+until then the kernel may write them in any order), and also what one flipped byte in the last
+committed transaction leaves. :func:`inspect` returns it as a ``notice`` for the caller to log:
+refusing every database a crash left mid-commit would be wrong, saying nothing would hide a loss.
+
 Both functions must run before this process opens the database: closing a descriptor of a file drops
 every POSIX lock the process holds on it, SQLite's included (see ``common.files``). ``check`` only reads
 the ``-wal`` file (SQLite keeps no locks on it) and opens the database through SQLite, read-only
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import sqlite3
 import struct
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,7 +41,16 @@ _WAL_MAGIC = (0x377F0682, 0x377F0683)  # the low bit says the checksums are big-
 _WAL_VERSION = 3007000
 _COMPANIONS = ("-wal", "-shm", "-journal")
 
-__all__ = ["check", "move_aside"]
+__all__ = ["Inspection", "check", "inspect", "move_aside"]
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """``problem``: one sentence saying what is damaged, or None. ``notice``: one sentence about the last
+    transaction of the WAL that SQLite will ignore and that may have been committed, or None."""
+
+    problem: str | None
+    notice: str | None = None
 
 
 def check(path: Path, *, thorough: bool = False) -> str | None:
@@ -42,15 +59,24 @@ def check(path: Path, *, thorough: bool = False) -> str | None:
 
     ``thorough`` runs ``integrity_check`` instead of ``quick_check``: it also compares every index with
     its table (a damaged index entry makes lookups silently miss rows), at about twice the cost."""
+    return inspect(path, thorough=thorough).problem
+
+
+def inspect(path: Path, *, thorough: bool = False) -> Inspection:
+    """:func:`check`, with the notice of a last commit frame that fails its checksum (see above)."""
     wal = _companion(path, "-wal")
     if not path.exists():
         if wal.exists() and wal.stat().st_size > 0:
-            return f"{path} is missing but its write-ahead log {wal.name} is not"
-        return None
-    wal_problem = _check_wal(wal) if wal.exists() and wal.stat().st_size > 0 else None
+            return Inspection(f"{path} is missing but its write-ahead log {wal.name} is not")
+        return Inspection(None)
+    wal_problem, notice = _check_wal(wal) if wal.exists() and wal.stat().st_size > 0 else (None, None)
     if wal_problem is not None:
-        return f"{wal}: {wal_problem}; SQLite would silently open the database without them"
-    return _quick_check(path, "integrity_check" if thorough else "quick_check")
+        return Inspection(f"{wal}: {wal_problem}; SQLite would silently open the database without them")
+    if notice is not None:
+        notice = (f"{wal}: {notice}; SQLite ignores that transaction. Either a crash cut it short while it was "
+                  "being committed (then nothing acknowledged is lost) or the disk damaged the last committed "
+                  "transaction (then it is lost)")
+    return Inspection(_quick_check(path, "integrity_check" if thorough else "quick_check"), notice)
 
 
 def move_aside(path: Path, now: datetime | None = None, *, label: str = "damaged") -> Path:
@@ -91,22 +117,23 @@ def _valid_page_size(size: int) -> bool:
     return 512 <= size <= 65536 and size & (size - 1) == 0
 
 
-def _check_wal(wal: Path) -> str | None:
+def _check_wal(wal: Path) -> tuple[str | None, str | None]:
+    """(damage, notice) of a -wal file; see the module's docstring."""
     with open(wal, "rb") as f:  # frame by frame: a WAL a checkpoint could not empty may be large
         header = f.read(_WAL_HEADER)
         if len(header) < _WAL_HEADER:
-            return None  # a header cut short: no frame can be in it
+            return None, None  # a header cut short: no frame can be in it
         magic, version, page_size, _ckpt, salt1, salt2, c1, c2 = struct.unpack(">8I", header)
         big_endian = magic == _WAL_MAGIC[1]
         if not (magic in _WAL_MAGIC and version == _WAL_VERSION and _valid_page_size(page_size)
                 and _checksum(header[:24], big_endian, 0, 0) == (c1, c2)):
             smallest = page_size if _valid_page_size(page_size) else 512
             if wal.stat().st_size >= _WAL_HEADER + _FRAME_HEADER + smallest:
-                return "the log's header is damaged, so every transaction in it would be ignored"
-            return None
+                return "the log's header is damaged, so every transaction in it would be ignored", None
+            return None, None
         frame_size = _FRAME_HEADER + page_size
         s0, s1 = c1, c2
-        frame_no, failed_at = 0, 0
+        frame_no, failed_at, commits_after = 0, 0, 0
         while len(frame := f.read(frame_size)) == frame_size:
             frame_no += 1
             pgno, commit, f_salt1, f_salt2, f_c1, f_c2 = struct.unpack(">6I", frame[:_FRAME_HEADER])
@@ -115,11 +142,17 @@ def _check_wal(wal: Path) -> str | None:
                 s0, s1 = _checksum(frame[:8], big_endian, s0, s1)
                 s0, s1 = _checksum(frame[_FRAME_HEADER:], big_endian, s0, s1)
                 if not ours or pgno == 0 or (s0, s1) != (f_c1, f_c2):
-                    failed_at = frame_no
+                    failed_at, commits_after = frame_no, int(ours and commit != 0)
             elif ours and commit != 0:
-                return (f"frame {failed_at} is damaged, so the committed transactions after it "
-                        f"(up to frame {frame_no} at least) would be ignored")
-    return None
+                commits_after += 1
+                if commits_after >= 2:
+                    # A commit after the damaged frame's own one returned after an fsync of everything
+                    # before it: the damaged frame was on disk, committed, and not torn by a crash.
+                    return (f"frame {failed_at} is damaged, so the committed transactions after it "
+                            f"(up to frame {frame_no} at least) would be ignored"), None
+    if commits_after:
+        return None, f"frame {failed_at}, in the last transaction, fails its checksum"
+    return None, None
 
 
 def _quick_check(path: Path, pragma: str) -> str | None:

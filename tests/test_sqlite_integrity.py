@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from common.sqlite_integrity import check, move_aside
+from common.sqlite_integrity import Inspection, check, inspect, move_aside
 
 PAGE = 4096
 WAL_HEADER, FRAME_HEADER = 32, 24
@@ -119,6 +119,40 @@ def test_a_damaged_wal_header_is_damage(writer: tuple[Path, sqlite3.Connection],
     assert problem is not None and "header is damaged" in problem
 
 
+def test_a_flipped_byte_in_the_last_committed_transaction_is_a_notice_not_silence(
+        writer: tuple[Path, sqlite3.Connection], tmp_path: Path) -> None:
+    """The format cannot tell it from a crash during that commit: started on, but said out loud."""
+    db, _ = writer
+    copy = _snapshot(db, tmp_path / "copy")
+    wal = Path(f"{copy}-wal")
+    frames = _frames(wal)
+    last = frames[-1]
+    assert last[2] != 0  # the log ends with a commit frame
+    _flip(wal, _frame_offset(last[0]) + FRAME_HEADER + 100)
+    seen = inspect(copy)
+    assert seen.problem is None
+    assert seen.notice is not None and f"frame {last[0]}, in the last transaction" in seen.notice
+    assert "x.db-wal" in seen.notice and "lost" in seen.notice
+    assert _count(copy) == 9  # what the notice is about: SQLite opens it without the last transaction
+
+
+def test_a_flipped_byte_one_transaction_before_the_last_is_damage(
+        writer: tuple[Path, sqlite3.Connection], tmp_path: Path) -> None:
+    db, _ = writer
+    copy = _snapshot(db, tmp_path / "copy")
+    wal = Path(f"{copy}-wal")
+    commits = [n for n, _, commit in _frames(wal) if commit]
+    _flip(wal, _frame_offset(commits[-2]) + FRAME_HEADER + 100)
+    seen = inspect(copy)
+    assert seen.notice is None
+    assert seen.problem is not None and f"frame {commits[-2]} is damaged" in seen.problem
+
+
+def test_an_intact_wal_has_no_notice(writer: tuple[Path, sqlite3.Connection], tmp_path: Path) -> None:
+    db, _ = writer
+    assert inspect(_snapshot(db, tmp_path / "copy")) == Inspection(None, None)
+
+
 def _uncommitted_tail(tmp_path: Path) -> Path:
     """A snapshot taken while a big transaction has spilled uncommitted frames into the WAL."""
     db = tmp_path / "live" / "x.db"
@@ -146,7 +180,7 @@ def test_a_flipped_byte_in_the_last_frame_of_an_uncommitted_tail_is_not_damage(t
     last_commit = max(n for n, _, commit in frames if commit)
     assert len(frames) > last_commit + 1  # the tail has frames, none of them a commit
     _flip(wal, _frame_offset(len(frames)) + FRAME_HEADER + 7)
-    assert check(copy) is None
+    assert inspect(copy) == Inspection(None, None)  # a transaction with no commit frame was never committed
     assert _count(copy) == 1
 
 

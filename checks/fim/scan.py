@@ -234,11 +234,15 @@ class FimEngine:
         -shm) and replaced by a new one holding what could still be read from it: the next full scan
         reports the differences against those records, and records the directories whose records were
         lost as a rebuilt baseline, naming them (see :class:`checks.fim.salvage.Rebuild`)."""
-        from common.sqlite_integrity import check
+        from common.sqlite_integrity import inspect
 
         reason = None
         try:
-            reason = check(path)
+            seen = inspect(path)
+            reason = seen.problem
+            if seen.notice is not None:
+                log.warning("fim: %s. Nothing is missed either way: the next scan compares the files with the "
+                            "older records, so a change may be reported twice", seen.notice)
         except OSError as exc:
             raise FimStateError(f"{path}: cannot read the fim state database: {exc}") from exc
         if reason is None:

@@ -215,11 +215,15 @@ def check_before_open(url: str, data_dir: Path) -> None:
     if path is None:
         return
     thorough = path.is_file() and path.stat().st_size <= THOROUGH_CHECK_MAX_BYTES
-    problem = sqlite_integrity.check(path, thorough=thorough)
-    if problem is not None:
+    seen = sqlite_integrity.inspect(path, thorough=thorough)
+    if seen.problem is not None or seen.notice is not None:
         # A controller still running elsewhere (an admin command beside `serve`) may be rewriting the WAL
-        # while it is read: only damage seen twice is damage.
-        problem = sqlite_integrity.check(path, thorough=thorough)
+        # while it is read: only what is seen twice counts.
+        seen = sqlite_integrity.inspect(path, thorough=thorough)
+    problem = seen.problem
+    if seen.notice is not None:
+        log.warning("%s. Starting anyway; if the controller was not stopped by a crash or power loss, compare "
+                    "with the last backup (%s)", seen.notice, RESTORE_DOC)
     if problem is not None:
         raise DamagedDatabase(
             f"{problem}. The controller will not serve a damaged database: stop, keep the damaged files for "

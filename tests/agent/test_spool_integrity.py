@@ -266,3 +266,31 @@ def test_a_wal_left_without_its_database_is_moved_aside_not_replayed(tmp_path: P
         assert list(tmp_path.glob("spool.db.damaged-*-wal"))
     finally:
         sp.close()
+
+
+def test_a_damaged_last_commit_is_used_with_a_warning_naming_the_frame(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Indistinguishable from a crash during that commit: the spool is kept, the loss said out loud."""
+    live = tmp_path / "live" / "spool.db"
+    live.parent.mkdir()
+    sp = fill(live, 3)
+    copy = tmp_path / "spool.db"
+    for suffix in ("", "-wal"):  # as a power cut leaves them
+        Path(f"{copy}{suffix}").write_bytes(Path(f"{live}{suffix}").read_bytes())
+    old = sp.incarnation
+    sp.close()
+    wal = Path(f"{copy}-wal")
+    data = wal.read_bytes()
+    size = 24 + int.from_bytes(data[8:12], "big")
+    last = (len(data) - 32) // size
+    assert int.from_bytes(data[32 + (last - 1) * size + 4:32 + (last - 1) * size + 8], "big") != 0
+    flip(wal, 32 + (last - 1) * size + 24 + 300)
+    with caplog.at_level(logging.WARNING, logger="agent.spool"):
+        again = open_spool(copy)
+    try:
+        assert again.incarnation == old and again.note == "" and not aside(copy)
+        warned = [r.getMessage() for r in caplog.records if r.name == "agent.spool"]
+        assert len(warned) == 1 and f"frame {last}, in the last transaction" in warned[0], warned
+        assert "the last result spooled may be lost" in warned[0]
+    finally:
+        again.close()

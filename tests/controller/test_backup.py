@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 import os
 import shutil
 import sqlite3
@@ -178,6 +179,26 @@ def test_a_torn_uncommitted_tail_is_not_damage(crashed: Path) -> None:
     ctl = _open(crashed)
     ctl.close()
     assert _counts(crashed / "controller.db") == expected
+
+
+def test_a_damaged_last_commit_starts_with_a_warning_naming_the_frame(
+        crashed: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A flipped byte in the last commit frame looks exactly like a crash during that commit: the
+    controller starts (refusing would strand every power cut) and says so, never silently."""
+    wal = crashed / "controller.db-wal"
+    data = bytearray(wal.read_bytes())
+    size = 24 + struct.unpack(">I", data[8:12])[0]
+    last = (len(data) - 32) // size
+    assert struct.unpack(">I", data[32 + (last - 1) * size + 4:32 + (last - 1) * size + 8])[0] != 0
+    data[32 + (last - 1) * size + 24 + 200] ^= 0x01
+    wal.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="controller.storage.store"):
+        ctl = _open(crashed)
+        ctl.close()
+    warned = [r.getMessage() for r in caplog.records if r.name == "controller.storage.store"]
+    assert len(warned) == 1, warned
+    assert f"frame {last}, in the last transaction, fails its checksum" in warned[0]
+    assert "controller.db-wal" in warned[0] and "compare with the last backup" in warned[0]
 
 
 def test_postgresql_is_not_checked_as_a_file(tmp_path: Path) -> None:
