@@ -11,7 +11,6 @@ import os
 import shutil
 import sqlite3
 import struct
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from controller.domain.users import create_api_key, create_user
 from controller.rest.health import MIN_FREE_BYTES
 from controller.server import Running, build_app, serve
 from controller.storage.store import DamagedDatabase
+from tests.tmpfs import small_tmpfs
 
 PASSWORD = "Correct-Horse-42-battery"
 TABLES = ("audit_log", "enrollment_tokens", "users", "api_keys", "baselines")
@@ -487,18 +487,8 @@ def test_a_read_only_postgresql_database_fails_healthz_and_writes_answer_503(tmp
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 8 MiB file system (tmpfs), mounted here and unmounted afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs to fill a real file system needs root")
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(mnt)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "small", 8) as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_a_full_file_system_fails_healthz_and_writes_answer_503(small_disk: Path) -> None:

@@ -1,5 +1,7 @@
 """Faults on the agent's side, on real processes: a spool that overflows while the controller is down,
-and a spool deleted while the agent was stopped. Nothing may be lost without the controller being told.
+a spool deleted while the agent was stopped, a damaged one. Nothing may be lost without the controller
+being told: every file change arrives, the overflow tickets with the true count and resolves once the
+agent has collected everything again, a recreated spool's results are stored and the recreation ticketed.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,6 +69,13 @@ def fim_paths(ctl: Controller, agent_id: str) -> set[str]:
     return {e["path"] for (facts,) in rows for e in json.loads(facts).get("events", [])}
 
 
+def ticket_of(ctl: Controller, agent_id: str, subject: str, rule_id: str | None = None) -> dict[str, Any] | None:
+    found = [t for t in ctl.api("GET", "/tickets?status=" + ",".join(
+        ("open", "acknowledged", "in_progress", "resolved", "closed", "false_positive")))
+        if t["asset"] == agent_id and t["subject"] == subject and rule_id in (None, t["rule_id"])]
+    return found[0] if found else None
+
+
 def spool_meta(data_dir: Path, key: str) -> int:
     with read_only_db(data_dir / "spool.db") as db:
         return int(db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()[0])
@@ -109,6 +119,23 @@ def test_overflow_while_the_controller_is_down_loses_no_file_change(stack: tuple
     assert health.agent.spool_incarnation == health.incarnation != ""
     assert fim_paths(ctl, agent_id) >= expected, f"missing: {sorted(missing)[:5]}"
 
+    # The controller judged it with the true count, and the ticket resolved by itself.
+    count = health.agent.dropped_records
+    said = f"{count} results dropped while the spool was full were collected again"
+    (finding,) = [f for f in ctl.api("GET", f"/agents/{agent_id}")["findings"]
+                  if f["subject"] == "spool" and f["rule_id"] == "AGENT-HEALTH"]
+    assert (finding["status"], finding["message"]) == ("pass", said)
+    assert finding["evidence"]["dropped_records"] == count and finding["evidence"]["pending_recovery"] == 0
+    # Ticketed with the count whether the controller heard of the overflow while it lasted or only once the
+    # agent had collected everything again (its health results are dropped too while the spool is full).
+    failing = [r for r in results(ctl, agent_id, "agent") if r.agent.dropped_records > 0 and r.agent.pending_recovery]
+    ticket = wait_for("the overflow ticket resolved", lambda: (t := ticket_of(ctl, agent_id, "spool", "AGENT-HEALTH"))
+                      and t["status"] == "resolved" and t, timeout=30)
+    detail = ctl.api("GET", f"/tickets/{ticket['id']}")
+    assert detail["resolution"] == f"automatically resolved: {said}"
+    told = failing[-1].agent.dropped_records if failing else count
+    assert f"dropped {told} result(s)" in detail["title"]
+
 
 def test_a_deleted_spool_starts_a_new_incarnation_the_agent_tells(stack: tuple[Controller, AgentProc, str, Path]
                                                                   ) -> None:
@@ -144,6 +171,13 @@ def test_a_deleted_spool_starts_a_new_incarnation_the_agent_tells(stack: tuple[C
 
     fresh = wait_for("a report of the new incarnation stored", stored_new, timeout=120, every=0.5)
     assert fresh[0].agent.spool_incarnation == new
+    assert fresh[0].sequence < first[-1].sequence or fresh[0].sequence == 1  # sequences restarted
+
+    # ... and tickets the recreation, naming both incarnations and what the agent said.
+    ticket = wait_for("the recreated-spool ticket", lambda: ticket_of(ctl, agent_id, "spool-recreated"), timeout=30)
+    assert "agent spool was recreated" in ticket["title"] and "spool.db was missing" in ticket["title"]
+    evidence = ctl.api("GET", f"/tickets/{ticket['id']}")["evidence"]
+    assert (evidence["previous_incarnation"], evidence["incarnation"]) == (old, new)
 
 
 def test_a_damaged_spool_is_moved_aside_and_the_agent_carries_on(stack: tuple[Controller, AgentProc, str, Path]

@@ -7,7 +7,6 @@ Each case ends with the clear refusal or with every row there: never a controlle
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import struct
@@ -23,6 +22,7 @@ import pytest
 
 from proto.vigil.v1 import agent_service_pb2 as pb
 from tests.e2e.harness import ROOT, AgentProc, AgentStream, Controller, cli, ports_report, read_only_db, wait_for
+from tests.tmpfs import small_tmpfs
 
 TABLES = ("results", "tickets", "ticket_events", "findings", "audit_log", "agents", "users", "api_keys")
 
@@ -169,18 +169,8 @@ def test_backup_while_serving_then_restore_into_a_new_directory(tmp_path: Path) 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 96 MiB file system (tmpfs) for the controller's data, unmounted afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs to fill a real file system needs root")
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m,mode=0700", "tmpfs", str(mnt)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "disk", 96) as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def health(ctl: Controller) -> tuple[int, dict[str, object]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from checks.device._text import first, none_if_blank, number
 from checks.device.clean import clean_lines
@@ -107,3 +108,15 @@ def parse_running_config(text: str, platform: str, command: str = "show running-
         raise DeviceParseError(platform, command, "a running configuration (lines such as 'hostname ...', "
                                f"'interface ...', '!'); found {marks} such lines in {len(lines)}")
     return Facts(platform=platform, command=command, config=normalise("\n".join(lines)))
+
+
+def ios_style_commands(platform: str, show_version: Callable[[str], Facts]) -> dict[str, Callable[[str], Facts]]:
+    """The commands IOS, IOS-XE and ASA share: their own ``show version``, and this module's parsers of
+    inventory, NTP status and associations and the running configuration."""
+    return {
+        "show version": show_version,
+        "show inventory": lambda text: parse_show_inventory(text, platform),
+        "show ntp status": lambda text: parse_show_ntp_status(text, platform),
+        "show ntp associations": lambda text: parse_show_ntp_associations(text, platform),
+        "show running-config": lambda text: parse_running_config(text, platform),
+    }

@@ -49,26 +49,4 @@ def parse_show_version(text: str) -> Facts:
     )
 
 
-def parse_show_inventory(text: str) -> Facts:
-    return _cisco.parse_show_inventory(text, PLATFORM)
-
-
-def parse_show_ntp_status(text: str) -> Facts:
-    return _cisco.parse_show_ntp_status(text, PLATFORM)
-
-
-def parse_show_ntp_associations(text: str) -> Facts:
-    return _cisco.parse_show_ntp_associations(text, PLATFORM)
-
-
-def parse_show_running_config(text: str) -> Facts:
-    return _cisco.parse_running_config(text, PLATFORM)
-
-
-COMMANDS: dict[str, Callable[[str], Facts]] = {
-    "show version": parse_show_version,
-    "show inventory": parse_show_inventory,
-    "show ntp status": parse_show_ntp_status,
-    "show ntp associations": parse_show_ntp_associations,
-    "show running-config": parse_show_running_config,
-}
+COMMANDS: dict[str, Callable[[str], Facts]] = _cisco.ios_style_commands(PLATFORM, parse_show_version)
