@@ -35,6 +35,7 @@ from controller.storage.store import (
     checkpoint_and_close,
     make_engine,
     session_factory,
+    sqlite_file,
     sqlite_url,
     upgrade,
 )
@@ -171,7 +172,7 @@ class Controller:
     def open(cls, config: ControllerConfig) -> Controller:
         """Open (creating or migrating) the database and the CA. A damaged SQLite database is refused
         (DamagedDatabase) before anything touches it, so it is never served truncated or migrated."""
-        check_before_open(config.database_url, config.data_dir)
+        notice = check_before_open(config.database_url, config.data_dir)
         config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if config.database_url == sqlite_url(config.data_dir):
             # Password, API-key and token hashes live here: owner-only before SQLite creates it (its -wal
@@ -194,6 +195,12 @@ class Controller:
             eol=EolData(config.data_dir),  # an operator-imported EOL dataset there wins over the packaged one
         )
         ctl.ensure_default_baseline()
+        if notice is not None:
+            # The first write replaces the frame SQLite ignored, so this is recorded once, by whichever
+            # command opened the database first after it was left so.
+            with ctl.sessions.begin() as s:
+                audit.record(s, "system", "store.last_transaction_ignored", "database",
+                             str(sqlite_file(config.database_url)), {"notice": notice})
         return ctl
 
     def close(self) -> None:

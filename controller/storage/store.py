@@ -204,8 +204,9 @@ def sqlite_file(url: str) -> Path | None:
     return Path(parsed.database)
 
 
-def check_before_open(url: str, data_dir: Path) -> None:
-    """Refuse (DamagedDatabase) a SQLite database that is damaged, before anything opens or migrates it.
+def check_before_open(url: str, data_dir: Path) -> str | None:
+    """Refuse (DamagedDatabase) a SQLite database that is damaged, before anything opens or migrates it;
+    return the notice of a last WAL transaction SQLite will ignore (logged here too), else None.
 
     SQLite would open a database whose WAL holds a damaged frame without an error, silently without the
     transactions after it; served, the controller would have "lost" them for good (and the audit log
@@ -213,7 +214,7 @@ def check_before_open(url: str, data_dir: Path) -> None:
     """
     path = sqlite_file(url)
     if path is None:
-        return
+        return None
     thorough = path.is_file() and path.stat().st_size <= THOROUGH_CHECK_MAX_BYTES
     seen = sqlite_integrity.inspect(path, thorough=thorough)
     if seen.problem is not None or seen.notice is not None:
@@ -229,6 +230,7 @@ def check_before_open(url: str, data_dir: Path) -> None:
             f"{problem}. The controller will not serve a damaged database: stop, keep the damaged files for "
             f"inspection, and restore the last backup with `vigil-controller restore --data-dir {data_dir} "
             f"--from BACKUP` ({RESTORE_DOC})")
+    return seen.notice
 
 
 def checkpoint_and_close(engine: Engine) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event
+from sqlalchemy import event, select
 
 from common import sqlite_integrity
 from controller.cli.controller import main
@@ -26,6 +26,7 @@ from controller.domain.enrollment import create_token
 from controller.domain.users import create_api_key, create_user
 from controller.rest.health import MIN_FREE_BYTES
 from controller.server import Running, build_app, serve
+from controller.storage.models import AuditEntry
 from controller.storage.store import DamagedDatabase
 from tests.tmpfs import small_tmpfs
 
@@ -199,6 +200,19 @@ def test_a_damaged_last_commit_starts_with_a_warning_naming_the_frame(
     assert len(warned) == 1, warned
     assert f"frame {last}, in the last transaction, fails its checksum" in warned[0]
     assert "controller.db-wal" in warned[0] and "compare with the last backup" in warned[0]
+    # ... and in the audit log, once: the first write replaced the frame SQLite ignored.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="controller.storage.store"):
+        again = _open(crashed)
+    try:
+        with again.sessions() as s:
+            rows = s.execute(select(AuditEntry).where(
+                AuditEntry.action == "store.last_transaction_ignored")).scalars().all()
+        assert len(rows) == 1 and f"frame {last}" in rows[0].details["notice"]
+        assert rows[0].object_id == str(crashed / "controller.db")
+        assert not [r for r in caplog.records if r.name == "controller.storage.store"]
+    finally:
+        again.close()
 
 
 def test_postgresql_is_not_checked_as_a_file(tmp_path: Path) -> None:
