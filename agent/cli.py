@@ -1,4 +1,5 @@
-"""``vigil-agent``: enroll, run, and check a network device's captured output (``device parse``)."""
+"""``vigil-agent``: enroll, run, check a network device's captured output (``device parse``), and the
+sensor's SSH side (``device keyscan|trust|collect``, in :mod:`agent.sensor.cli`)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--config-text", action="store_true",
                     help="for a configuration command, also print the redacted, normalised text")
     add_common(dp)
+    from agent.sensor.cli import add_parsers
+
+    add_parsers(dsub)
     return p
 
 
@@ -103,8 +107,12 @@ def main_args(args: argparse.Namespace) -> int:
         else:
             print(f"enrolled as {ident.agent_id}; start it with: vigil-agent run --data-dir {args.data_dir}")
         return 0
-    if args.cmd == "device":
+    if args.cmd == "device" and args.device_cmd == "parse":
         return device_parse(args)
+    if args.cmd == "device":
+        from agent.sensor.cli import main as sensor_main
+
+        return sensor_main(args)
     return run_agent(RunArgs(args.data_dir, args.config, args.debug))
 
 
