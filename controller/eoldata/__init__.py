@@ -3,7 +3,8 @@
 A :class:`Dataset` is parsed and validated from text or a given file (:func:`parse_dataset`,
 :func:`read_dataset`, :func:`packaged_dataset`); :func:`enrich` fills ``EolItem`` fields 9-18 of an
 ``eol`` result from one, as of a given day; :func:`validate_facts` checks the shape of what an agent
-sent. Which dataset a controller uses, importing and fetching one are use cases of
+sent; :func:`device_product` and :func:`device_match` place a network device's version (as its vendor
+prints it) in the dataset. Which dataset a controller uses, importing and fetching one are use cases of
 ``controller.domain.eol``; the file format is documented in ``docs/eol-dataset.md``.
 """
 
@@ -26,10 +27,12 @@ from controller.eoldata.dataset import (
     parse_date,
     read_dataset,
 )
+from controller.eoldata.devices import DEVICE_PRODUCTS, DeviceRelease, device_match, device_product
 from controller.eoldata.enrich import NO_DATE_DAYS, ROLLING_REASON, enrich, validate_facts
 from controller.eoldata.versions import normalize_version, numbers
 
 __all__ = [
+    "DEVICE_PRODUCTS",
     "FORMAT",
     "MAX_DATASET_BYTES",
     "NO_DATE_DAYS",
@@ -39,8 +42,11 @@ __all__ = [
     "Dataset",
     "DatasetError",
     "DateOrBool",
+    "DeviceRelease",
     "EolError",
     "Match",
+    "device_match",
+    "device_product",
     "dump_document",
     "enrich",
     "is_product_id",
