@@ -568,7 +568,8 @@ def test_rest_endpoints_validate_store_and_audit(api: tuple[TestClient, dict[str
     assert client.get("/api/v1/eol/dataset").status_code == 401
     summary = client.get("/api/v1/eol/dataset", headers=viewer).json()
     assert summary["version"] == ds.version and summary["origin"] == "packaged"
-    assert summary["products"] == len(ds.products) == 30
+    packaged = json.loads((Path(eoldata.__file__).parent / "products.json").read_text())["products"]
+    assert summary["products"] == len(ds.products) == len(packaged) >= 37
     body = json.loads(json.dumps(ds.document))
     body["generated"] = "2026-11-22"
     assert client.put("/api/v1/eol/dataset", json=body, headers=viewer).status_code == 403
@@ -588,14 +589,14 @@ def test_rest_endpoints_validate_store_and_audit(api: tuple[TestClient, dict[str
     with ctl.sessions() as s:
         (entry,) = s.execute(select(AuditEntry).where(AuditEntry.action == "eol.dataset.import")).scalars()
         assert entry.actor == "admin" and entry.object_type == "eol" and entry.object_id == "2026-11-22"
-        assert entry.details["previous_version"] == ds.version and entry.details["products"] == 30
+        assert entry.details["previous_version"] == ds.version and entry.details["products"] == len(packaged)
     # `vigil eol export` writes what the controller has; `show` reports it.
     out_file = tmp_path / "export" / "products.json"
     adapter = RestClient(client, keys["viewer"])
     out, human = eol_cli.run_cli(_parse("eol", "export", "--out", str(out_file)), adapter, today=TODAY)
     assert eoldata.read_dataset(out_file).version == "2026-11-22" and "wrote EOL dataset 2026-11-22" in human
     out, human = eol_cli.run_cli(_parse("eol", "show"), adapter, today=TODAY)
-    assert out["origin"] == "imported" and human.startswith("EOL dataset 2026-11-22 (30 products")
+    assert out["origin"] == "imported" and human.startswith(f"EOL dataset 2026-11-22 ({len(packaged)} products")
 
 
 def test_update_end_to_end_through_the_rest_api(api: tuple[TestClient, dict[str, str], Controller],
