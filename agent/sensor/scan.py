@@ -1,0 +1,138 @@
+"""What is reachable on a device: an asyncio TCP connect scan, without privileges, inside the baseline's ranges.
+
+A port is ``open`` when the handshake completes (a banner is read if the service speaks first),
+``closed`` when the device answers with a reset, ``filtered`` when nothing answers within the timeout or
+an ICMP unreachable comes back (nmap's meanings). The number of connections in flight is bounded, and so
+is their rate, so a scan never floods a device or the sensor's own file descriptors.
+
+Targets are checked against the baseline's ranges before the first packet: a target outside them is
+refused with :class:`OutOfScope`, naming the target and the ranges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from agent.sensor import SensorError
+
+BANNER_BYTES = 256
+_UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EACCES, errno.EPERM}
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class OutOfScope(SensorError, PermissionError):
+    pass
+
+
+@dataclass(frozen=True)
+class PortState:
+    port: int
+    state: str  # open | closed | filtered
+    banner: str | None = None
+    rtt_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    timeout_s: float = 1.0  # for an answer to the SYN; a dropped port costs this once
+    banner_timeout_s: float = 0.3  # services that speak first (SSH, SMTP, FTP) do so at once
+    concurrency: int = 512  # connections in flight
+    rate_per_s: float = 20000.0  # new connections per second at most
+
+
+class Scope:
+    """The address ranges a baseline lets the sensor reach."""
+
+    def __init__(self, ranges: Iterable[str]) -> None:
+        self.ranges: list[Network] = []
+        for r in ranges:
+            try:
+                self.ranges.append(ipaddress.ip_network(r.strip(), strict=False))
+            except ValueError as exc:
+                raise SensorError(f"scan range {r!r}: not an address or network ({exc})") from None
+
+    def check(self, target: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        """The target's address, if some range holds it; else OutOfScope."""
+        try:
+            address = ipaddress.ip_address(target)
+        except ValueError:
+            raise OutOfScope(f"{target!r}: not an IP address; the sensor scans addresses of its ranges only") from None
+        if not any(address in net for net in self.ranges):
+            shown = ", ".join(str(n) for n in self.ranges) or "none"
+            raise OutOfScope(f"{address} is outside the baseline's scan ranges ({shown}): refused, nothing was sent")
+        return address
+
+
+def parse_ports(spec: str) -> list[int]:
+    """``"22,80,8000-8010"`` -> sorted unique ports; a clear error naming the bad part."""
+    ports: set[int] = set()
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        try:
+            a, b = int(lo), int(hi) if sep else int(lo)
+        except ValueError:
+            raise SensorError(f"ports {spec!r}: {part!r} is not a port or a range a-b") from None
+        if not (1 <= a <= b <= 65535):
+            raise SensorError(f"ports {spec!r}: {part!r} is outside 1-65535 or reversed")
+        ports.update(range(a, b + 1))
+    if not ports:
+        raise SensorError(f"ports {spec!r}: no port given")
+    return sorted(ports)
+
+
+def scan(scope: Scope, target: str, ports: Sequence[int], options: ScanOptions = ScanOptions()) -> list[PortState]:
+    """Connect-scan ``ports`` of ``target`` (which ``scope`` must hold); one state per port, in port order."""
+    address = scope.check(target)
+    return asyncio.run(_scan(str(address), ports, options))
+
+
+async def _scan(host: str, ports: Sequence[int], options: ScanOptions) -> list[PortState]:
+    gate = asyncio.Semaphore(max(1, options.concurrency))
+    interval = 1.0 / options.rate_per_s if options.rate_per_s > 0 else 0.0
+    start = time.monotonic()
+
+    async def one(i: int, port: int) -> PortState:
+        async with gate:
+            due = start + i * interval  # paced: connection i starts no earlier than i / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            return await _probe(host, port, options)
+
+    return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(ports))))
+
+
+async def _probe(host: str, port: int, options: ScanOptions) -> PortState:
+    began = time.monotonic()
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), options.timeout_s)
+    except TimeoutError:
+        return PortState(port, "filtered")
+    except ConnectionRefusedError:
+        return PortState(port, "closed", rtt_ms=round((time.monotonic() - began) * 1000, 3))
+    except OSError as exc:
+        if exc.errno in _UNREACHABLE:
+            return PortState(port, "filtered")
+        raise SensorError(f"{host}:{port}: {exc.strerror or exc}") from exc
+    rtt = round((time.monotonic() - began) * 1000, 3)
+    banner = None
+    try:
+        data = await asyncio.wait_for(reader.read(BANNER_BYTES), options.banner_timeout_s)
+        banner = data.decode("utf-8", "replace").strip() or None
+    except (TimeoutError, OSError):
+        pass
+    finally:
+        writer.close()
+        with contextlib.suppress(TimeoutError, OSError):
+            await asyncio.wait_for(writer.wait_closed(), 0.5)
+    return PortState(port, "open", banner, rtt)
