@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import errno
 import ipaddress
+import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ class PortState:
 class ScanOptions:
     timeout_s: float = 1.0  # for an answer to the SYN; a dropped port costs this once
     banner_timeout_s: float = 0.3  # services that speak first (SSH, SMTP, FTP) do so at once
-    concurrency: int = 512  # connections in flight
+    concurrency: int = 1024  # connections in flight (at most what the open-files limit leaves room for)
     rate_per_s: float = 20000.0  # new connections per second at most
 
 
@@ -96,8 +97,20 @@ def scan(scope: Scope, target: str, ports: Sequence[int], options: ScanOptions =
     return asyncio.run(_scan(str(address), ports, options))
 
 
+def _room_for_sockets() -> int:
+    """Descriptors this process may still open, keeping some for everything else it does."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return 512
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 65536
+    return max(16, soft - 128 - len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else soft // 2)
+
+
 async def _scan(host: str, ports: Sequence[int], options: ScanOptions) -> list[PortState]:
-    gate = asyncio.Semaphore(max(1, options.concurrency))
+    gate = asyncio.Semaphore(max(1, min(options.concurrency, _room_for_sockets())))
     interval = 1.0 / options.rate_per_s if options.rate_per_s > 0 else 0.0
     start = time.monotonic()
 
