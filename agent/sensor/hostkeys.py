@@ -54,10 +54,11 @@ class HostKeyStore:
         found = self._keys.lookup(host_entry(host, port))
         return dict(found) if found else {}
 
-    def check(self, host: str, port: int, key: paramiko.PKey) -> None:
-        """Raise UnknownHostKey or HostKeyChanged unless ``key`` is pinned for the device."""
+    def check(self, host: str, port: int, key: paramiko.PKey, label: str = "") -> None:
+        """Raise UnknownHostKey or HostKeyChanged unless ``key`` is pinned for the device (``label``,
+        e.g. "sw2 (10.0.0.2)", names it in the message; by default its address)."""
         pinned = self.pinned(host, port)
-        where = host_entry(host, port)
+        where = label or host_entry(host, port)
         if not pinned:
             raise UnknownHostKey(
                 f"{where}: host key not trusted ({key.get_name()} {fingerprint(key)}); compare the fingerprint "

@@ -69,7 +69,9 @@ class Target:
 
     @property
     def where(self) -> str:
-        return f"{self.name or self.host} ({host_entry(self.host, self.port)})"
+        """How messages name the device: "sw2 (10.0.0.2)", "[10.0.0.2]:2222" without a name."""
+        entry = host_entry(self.host, self.port)
+        return f"{self.name} ({entry})" if self.name else entry
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,39 @@ def collect(target: Target, commands: Sequence[str], *, credential: Credential, 
         transport.close()
 
 
+@dataclass(frozen=True)
+class Collected:
+    """One device's outcome in :func:`collect_many`: its outputs, or the error that stopped it."""
+
+    target: Target
+    outputs: tuple[Output, ...] = ()
+    error: SensorError | None = None
+    elapsed_s: float = 0.0
+
+
+def collect_many(jobs: Sequence[tuple[Target, Sequence[str], Credential]], *, hostkeys: HostKeyStore,
+                 timeouts: Timeouts = Timeouts(), workers: int = 16) -> list[Collected]:
+    """Collect from many devices with at most ``workers`` sessions at once; one outcome per job, in order.
+
+    A device that fails (refused key, timeout, ...) never stops the others: its error is its outcome.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(job: tuple[Target, Sequence[str], Credential]) -> Collected:
+        target, commands, credential = job
+        start = time.monotonic()
+        try:
+            outs = collect(target, commands, credential=credential, hostkeys=hostkeys, timeouts=timeouts)
+        except SensorError as exc:
+            return Collected(target, (), exc, time.monotonic() - start)
+        return Collected(target, tuple(outs), None, time.monotonic() - start)
+
+    if not jobs:
+        return []
+    with ThreadPoolExecutor(max(1, min(workers, len(jobs))), thread_name_prefix="vigil-ssh") as pool:
+        return list(pool.map(one, jobs))
+
+
 def _connect(target: Target, credential: Credential, hostkeys: HostKeyStore, timeouts: Timeouts) -> paramiko.Transport:
     try:
         sock = socket.create_connection((target.host, target.port), timeout=timeouts.connect)
@@ -129,7 +164,7 @@ def _connect(target: Target, credential: Credential, hostkeys: HostKeyStore, tim
             transport.start_client(timeout=timeouts.connect)
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise ConnectFailed(f"{target.where}: SSH handshake failed: {exc or type(exc).__name__}") from exc
-        hostkeys.check(target.host, target.port, transport.get_remote_server_key())
+        hostkeys.check(target.host, target.port, transport.get_remote_server_key(), target.where)
         _authenticate(transport, target, credential)
         return transport
     except BaseException:
@@ -335,4 +370,4 @@ class _Shell:
                            f"{self.credential.name!r}")
 
 
-__all__ = ["Output", "SensorError", "Target", "Timeouts", "collect"]
+__all__ = ["Collected", "Output", "SensorError", "Target", "Timeouts", "collect", "collect_many"]

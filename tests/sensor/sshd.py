@@ -1,4 +1,5 @@
-"""Real OpenSSH servers for the sensor's tests: Debian's ``sshd`` on loopback, one per device.
+"""Real OpenSSH servers for the sensor's tests: Debian's ``sshd``, one per device, on loopback or on
+port 22 of a network namespace host of its own (``tests/netns.py``).
 
 Each server has its own ed25519 host key and accepts one client key; with a device configuration the
 key is bound to ``fake_device.py`` as a forced command (a network device's CLI), without one it is a
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.netns import NetnsHost
 
 SSHD = Path("/usr/sbin/sshd")
 FAKE_DEVICE = Path(__file__).with_name("fake_device.py")
@@ -46,11 +49,13 @@ class Sshd:
     """One sshd on ``host``:``port``, running until :meth:`stop`."""
 
     def __init__(self, workdir: Path, client_pub: Path, device: dict[str, Any] | None = None,
-                 host: str = "127.0.0.1") -> None:
+                 netns: NetnsHost | None = None) -> None:
         require_sshd()
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
         workdir.mkdir(parents=True)
-        self.dir, self.host, self.port = workdir, host, free_port(host)
+        self.netns = netns
+        host = netns.ip if netns is not None else "127.0.0.1"
+        self.dir, self.host, self.port = workdir, host, 22 if netns is not None else free_port(host)
         self.host_key = keygen(workdir / "host_ed25519")
         options = ""
         if device is not None:
@@ -65,9 +70,16 @@ class Sshd:
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n"
             "PermitRootLogin prohibit-password\nLogLevel VERBOSE\nMaxStartups 200\n")
         self.log = workdir / "sshd.log"
-        self.proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL,
-                                     stderr=self.log.open("wb"))
+        self.proc = self._start("wb")
+
+    def _start(self, mode: str) -> subprocess.Popen[bytes]:
+        argv = [str(SSHD), "-D", "-e", "-f", str(self.dir / "sshd_config")]
+        if self.netns is not None:
+            argv = self.netns.exec_args(argv)
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=self.log.open(mode))
+        self.proc = proc
         self._wait_listening()
+        return proc
 
     def _wait_listening(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -101,9 +113,7 @@ class Sshd:
         for p in (self.host_key, Path(f"{self.host_key}.pub")):
             p.unlink()
         keygen(self.host_key)
-        self.proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(self.dir / "sshd_config")],
-                                     stdout=subprocess.DEVNULL, stderr=self.log.open("ab"))
-        self._wait_listening()
+        self._start("ab")
 
 
 def copy_fixture(src: Path, dest_dir: Path) -> Path:

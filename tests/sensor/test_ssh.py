@@ -20,8 +20,9 @@ from agent.sensor import (
 )
 from agent.sensor.credentials import Credential, Credentials
 from agent.sensor.hostkeys import AUDIT_FILE, HostKeyStore, presented_key
-from agent.sensor.ssh import Target, Timeouts, collect
+from agent.sensor.ssh import Target, Timeouts, collect, collect_many
 from checks.device import parse
+from tests.netns import NetnsHost, require_netns
 from tests.sensor.sshd import Sshd, free_port, keygen
 
 FIXTURES = Path(__file__).parents[1] / "checks" / "device" / "fixtures"
@@ -175,7 +176,7 @@ def test_a_refused_key_and_a_closed_port_say_which_device(router: Sshd, tmp_path
         collect(Target(router.host, "cisco_ios", "lab", router.port, name="r1"), ["show version"],
                 credential=Credential("lab", "root", other), hostkeys=store)
     closed = free_port()
-    with pytest.raises(ConnectFailed, match=rf"\[127.0.0.1\]:{closed}\): cannot connect"):
+    with pytest.raises(ConnectFailed, match=rf"^\[127.0.0.1\]:{closed}: cannot connect"):
         collect(Target("127.0.0.1", "cisco_ios", "lab", closed), [], credential=Credential("lab", "root", other),
                 hostkeys=store)
 
@@ -204,3 +205,33 @@ def test_credentials_file_is_checked_as_a_whole(tmp_path: Path) -> None:
 def _pin_presented_key(store: HostKeyStore, sshd: Sshd, replace: bool = False) -> None:
     """What `vigil-agent device trust` does once the operator has compared the fingerprint."""
     store.pin(sshd.host, sshd.port, presented_key(sshd.host, sshd.port), replace=replace)
+
+
+def test_devices_in_network_namespaces_are_collected_side_by_side(tmp_path: Path, client_key: Path,
+                                                                  cred: Credential) -> None:
+    """Three devices, each on port 22 of its own namespace host; one shows a key nobody pinned. The
+    bounded pool collects the others, and the refused one's outcome says why."""
+    require_netns()
+    hosts = [NetnsHost() for _ in range(3)]
+    servers: list[Sshd] = []
+    try:
+        for i, h in enumerate(hosts):
+            servers.append(Sshd(tmp_path / f"d{i}", Path(f"{client_key}.pub"), {
+                "prompt": f"SW{i}", "start_enabled": True, "outputs": {"show version": str(IOS_VERSION)}}, netns=h))
+        store = HostKeyStore(tmp_path / "sensor")
+        for s in servers[:2]:
+            _pin_presented_key(store, s)
+        jobs = [(Target(s.host, "cisco_ios", "core-routers", s.port, name=f"sw{i}"), ["show version"], cred)
+                for i, s in enumerate(servers)]
+        done = collect_many(jobs, hostkeys=store, workers=2)
+        assert [c.target.name for c in done] == ["sw0", "sw1", "sw2"]
+        for c in done[:2]:
+            assert c.error is None
+            assert parse("cisco_ios", "show version", c.outputs[0].text).version == expected(IOS_VERSION)["version"]
+        assert isinstance(done[2].error, UnknownHostKey) and servers[2].fingerprint() in str(done[2].error)
+        assert f"sw2 ({servers[2].host})" in str(done[2].error)
+    finally:
+        for s in servers:
+            s.stop()
+        for h in hosts:
+            h.close()
