@@ -47,12 +47,38 @@ def add_parsers(dsub: argparse._SubParsersAction[Parser]) -> None:
     add_common(co)
 
 
+    cr = dsub.add_parser("credential", help="secrets in the sensor's encrypted vault (passwords, enable secrets)",
+                         description="Keep device passwords and enable secrets in DATA_DIR/credentials.vault, "
+                                     "encrypted with the vault passphrase (systemd credential 'vigil-vault', "
+                                     "VIGIL_VAULT_PASSPHRASE_FILE, VIGIL_VAULT_PASSPHRASE, or asked on the "
+                                     "terminal). Secrets are read from standard input, never from arguments.")
+    crsub = cr.add_subparsers(dest="credential_cmd", required=True, metavar="ACTION")
+    cs = crsub.add_parser("set", help="add or replace the secrets of one credential name")
+    cs.add_argument("name")
+    cs.add_argument("--data-dir", type=Path, required=True)
+    cs.add_argument("--username", required=True)
+    cs.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    cs.add_argument("--enable-secret-stdin", action="store_true",
+                    help="read the enable secret from the next line of stdin")
+    add_common(cs)
+    cl = crsub.add_parser("list", help="the names in the vault and what each holds (never the secrets)")
+    cl.add_argument("--data-dir", type=Path, required=True)
+    cl.add_argument("--json", action="store_true")
+    add_common(cl)
+    cd = crsub.add_parser("delete", help="remove one credential name from the vault")
+    cd.add_argument("name")
+    cd.add_argument("--data-dir", type=Path, required=True)
+    add_common(cd)
+
+
 def _target_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", required=True, help="the device's address")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help="SSH port (default 22)")
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.device_cmd == "credential":
+        return _credential(args)
     if not 0 < args.port < 65536:
         raise UsageError(f"--port {args.port}: not a TCP port")
     if args.device_cmd == "keyscan":
@@ -126,3 +152,72 @@ def _collect(args: argparse.Namespace) -> int:
         for command, problem in problems.items():
             print(f"problem: {command}: {problem}")
     return 1 if problems else 0
+
+
+def _passphrase(data_dir: Path, creating: bool) -> str:
+    import getpass
+    import sys
+
+    from agent.sensor.vault import passphrase_from_environment
+
+    found = passphrase_from_environment()
+    if found:
+        return found
+    if not sys.stdin.isatty():
+        raise UsageError("no vault passphrase: set VIGIL_VAULT_PASSPHRASE_FILE or VIGIL_VAULT_PASSPHRASE, or run "
+                         "this on a terminal")
+    first = getpass.getpass(f"vault passphrase for {data_dir}: ")
+    if creating and getpass.getpass("again: ") != first:
+        raise UsageError("the two passphrases differ; nothing was written")
+    if not first:
+        raise UsageError("an empty passphrase is not accepted")
+    return first
+
+
+def _credential(args: argparse.Namespace) -> int:
+    import sys
+
+    from agent.sensor.hostkeys import record_audit
+    from agent.sensor.vault import VAULT_FILE, Secret, Vault
+    from common.cli import print_json
+
+    path = args.data_dir / VAULT_FILE
+    if args.credential_cmd == "set":
+        if not (args.password_stdin or args.enable_secret_stdin):
+            raise UsageError("give --password-stdin and/or --enable-secret-stdin: secrets come from standard input")
+        lines = sys.stdin.read().splitlines()
+        wanted = int(args.password_stdin) + int(args.enable_secret_stdin)
+        if len(lines) < wanted or not all(lines[:wanted]):
+            raise UsageError(f"expected {wanted} non-empty line(s) on standard input, got {len(lines)}")
+        password = lines[0] if args.password_stdin else None
+        enable = lines[int(args.password_stdin)] if args.enable_secret_stdin else None
+        vault = Vault.open(args.data_dir, _passphrase(args.data_dir, not path.exists()), create=True)
+        replaced = vault.get(args.name) is not None
+        vault.set(args.name, Secret(args.username, password=password, enable_secret=enable))
+        record_audit(args.data_dir, "credential.set", name=args.name, username=args.username,
+                     password=password is not None, enable_secret=enable is not None, replaced=replaced)
+        print(f"{'replaced' if replaced else 'added'} credential {args.name!r} in {path}")
+        return 0
+    vault = Vault.open(args.data_dir, _passphrase(args.data_dir, False))
+    if args.credential_cmd == "list":
+        rows = []
+        for name in vault.names():
+            secret = vault.get(name)
+            assert secret is not None
+            rows.append({"name": name, "username": secret.username, "password": secret.password is not None,
+                         "enable_secret": secret.enable_secret is not None})
+        if args.json:
+            print_json(rows)
+        else:
+            for r in rows:
+                held = [k for k in ("password", "enable_secret") if r[k]]
+                print(f"{r['name']}  user {r['username']}  holds {', '.join(held) or 'nothing'}")
+            if not rows:
+                print("(none)")
+        return 0
+    if not vault.delete(args.name):
+        raise UsageError(f"credential {args.name!r} is not in {path} (known: {', '.join(vault.names()) or 'none'})")
+    record_audit(args.data_dir, "credential.delete", name=args.name)
+    print(f"deleted credential {args.name!r} from {path}")
+    return 0
+

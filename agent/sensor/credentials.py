@@ -12,23 +12,27 @@
       agent: true                                # the keys of the ssh-agent at $SSH_AUTH_SOCK
 
 Nothing here is sent by the controller or written into a finding: the controller only ever sees the
-name. Passwords are not accepted in this file.
+name. Passwords are not accepted in this file: they, and enable secrets, live in the encrypted vault
+(:mod:`agent.sensor.vault`, ``vigil-agent device credential set``). A name found only in the vault is a
+password credential; ``vault: true`` on an entry here adds the vault's secrets of the same name to it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import paramiko
 import yaml
 
 from agent.sensor import CredentialError
+from agent.sensor.vault import VAULT_FILE, Vault
 
 CREDENTIALS_FILE = "credentials.yaml"
-_KEYS = {"username", "key_file", "passphrase_env", "agent", "enable_secret_env"}
+_KEYS = {"username", "key_file", "passphrase_env", "agent", "enable_secret_env", "vault"}
 
 
 @dataclass(frozen=True)
@@ -39,8 +43,11 @@ class Credential:
     passphrase_env: str | None = None
     agent: bool = False
     enable_secret_env: str | None = None
+    # From the vault only; never shown (repr) and never written anywhere but the vault.
+    password: str | None = field(default=None, repr=False)
+    enable_secret_value: str | None = field(default=None, repr=False)
 
-    def keys(self) -> list[paramiko.PKey]:
+    def private_keys(self) -> list[paramiko.PKey]:
         """The private keys to offer, in order: the key file's, then the ssh-agent's."""
         found: list[paramiko.PKey] = []
         if self.key_file is not None:
@@ -64,6 +71,8 @@ class Credential:
         return found
 
     def enable_secret(self) -> str | None:
+        if self.enable_secret_value is not None:
+            return self.enable_secret_value
         if self.enable_secret_env is None:
             return None
         value = os.environ.get(self.enable_secret_env)
@@ -75,9 +84,11 @@ class Credential:
 class Credentials:
     """The credentials of ``data_dir/credentials.yaml``, checked as a whole when loaded."""
 
-    def __init__(self, entries: dict[str, Credential], path: Path) -> None:
+    def __init__(self, entries: dict[str, Credential], path: Path, vault_names: frozenset[str] = frozenset()) -> None:
         self._entries = entries
         self.path = path
+        self._vault_names = vault_names  # entries marked vault: true
+        self._vault: Vault | None = None
 
     @classmethod
     def load(cls, data_dir: Path) -> Credentials:
@@ -94,16 +105,32 @@ class Credentials:
         if not isinstance(data, dict):
             raise CredentialError(f"{path}: expected a mapping of credential names")
         entries = {str(name): _entry(path, str(name), spec) for name, spec in data.items()}
-        return cls(entries, path)
+        in_vault = frozenset(str(n) for n, spec in data.items() if isinstance(spec, dict) and spec.get("vault"))
+        return cls(entries, path, in_vault)
+
+    def _open_vault(self) -> Vault | None:
+        if self._vault is None and (self.path.parent / VAULT_FILE).exists():
+            self._vault = Vault.open(self.path.parent)
+        return self._vault
 
     def get(self, name: str) -> Credential:
-        try:
-            return self._entries[name]
-        except KeyError:
-            known = ", ".join(sorted(self._entries)) or "none"
-            raise CredentialError(f"credential {name!r} is not in {self.path} (known: {known})") from None
+        entry = self._entries.get(name)
+        if entry is not None and name not in self._vault_names:
+            return entry
+        vault = self._open_vault() if entry is None else Vault.open(self.path.parent)
+        secret = vault.get(name) if vault is not None else None
+        if entry is not None:
+            if secret is None:
+                raise CredentialError(f"credential {name!r} says vault: true, but the vault has no secret {name!r}")
+            return dataclasses.replace(entry, password=secret.password, enable_secret_value=secret.enable_secret)
+        if secret is None:
+            known = ", ".join(sorted({*self._entries, *(vault.names() if vault else [])})) or "none"
+            raise CredentialError(f"credential {name!r} is not in {self.path} or the vault (known: {known})")
+        return Credential(name=name, username=secret.username, password=secret.password,
+                          enable_secret_value=secret.enable_secret)
 
     def names(self) -> list[str]:
+        """The names in credentials.yaml (the vault's need its passphrase: ``Vault.names``)."""
         return sorted(self._entries)
 
 
@@ -124,11 +151,14 @@ def _entry(path: Path, name: str, spec: object) -> Credential:
     agent = spec.get("agent", False)
     if not isinstance(agent, bool):
         raise CredentialError(f"{where}: agent must be true or false")
-    if key_file is None and not agent:
-        raise CredentialError(f"{where}: give key_file, or agent: true")
-    for field in ("key_file", "passphrase_env", "enable_secret_env"):
-        if spec.get(field) is not None and not isinstance(spec[field], str):
-            raise CredentialError(f"{where}: {field} must be a string")
+    vault = spec.get("vault", False)
+    if not isinstance(vault, bool):
+        raise CredentialError(f"{where}: vault must be true or false")
+    if key_file is None and not agent and not vault:
+        raise CredentialError(f"{where}: give key_file, agent: true, or vault: true")
+    for name_ in ("key_file", "passphrase_env", "enable_secret_env"):
+        if spec.get(name_) is not None and not isinstance(spec[name_], str):
+            raise CredentialError(f"{where}: {name_} must be a string")
     return Credential(name=name, username=username, key_file=Path(key_file) if key_file else None,
                       passphrase_env=spec.get("passphrase_env"), agent=agent,
                       enable_secret_env=spec.get("enable_secret_env"))

@@ -13,10 +13,11 @@ Three deadlines bound every session: ``connect`` (TCP, SSH handshake, authentica
 
 from __future__ import annotations
 
+import functools
 import re
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import paramiko
@@ -173,20 +174,35 @@ def _connect(target: Target, credential: Credential, hostkeys: HostKeyStore, tim
 
 
 def _authenticate(transport: paramiko.Transport, target: Target, credential: Credential) -> None:
-    keys = credential.keys()
+    """The credential's keys in order, then its password (as "password", or as keyboard-interactive where
+    the device offers only that, as many network devices do)."""
     tried: list[str] = []
-    for key in keys:
-        try:
-            transport.auth_publickey(credential.username, key)
-        except paramiko.AuthenticationException:
-            tried.append(key.get_name())
-            continue
-        except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise ConnectFailed(f"{target.where}: authentication broke off: {exc or type(exc).__name__}") from exc
-        if transport.is_authenticated():
+    for key in credential.private_keys():
+        if _try_auth(target, functools.partial(transport.auth_publickey, credential.username, key)):
             return
-    raise AuthFailed(f"{target.where}: user {credential.username!r} refused with every key of credential "
-                     f"{credential.name!r} ({len(tried)} tried: {', '.join(tried) or 'none'})")
+        tried.append(key.get_name())
+    password = credential.password
+    if password is not None:
+        def answers(_title: str, _instructions: str, prompts: list[tuple[str, bool]]) -> list[str]:
+            return [password for _ in prompts]
+
+        if _try_auth(target, lambda: transport.auth_password(credential.username, password)):
+            return
+        if _try_auth(target, lambda: transport.auth_interactive(credential.username, answers)):
+            return
+        tried.append("password")
+    raise AuthFailed(f"{target.where}: user {credential.username!r} refused with every key and password of "
+                     f"credential {credential.name!r} ({len(tried)} tried: {', '.join(tried) or 'none'})")
+
+
+def _try_auth(target: Target, attempt: Callable[[], object]) -> bool:
+    try:
+        attempt()
+    except paramiko.AuthenticationException:  # BadAuthenticationType included: the method is not offered
+        return False
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        raise ConnectFailed(f"{target.where}: authentication broke off: {exc or type(exc).__name__}") from exc
+    return True
 
 
 def _exec(transport: paramiko.Transport, target: Target, command: str, clock: _Clock) -> Output:

@@ -76,3 +76,35 @@ def test_collect_names_an_unknown_credential_and_command(device: tuple[Sshd, Pat
     assert main(["device", "keyscan", "--host", "127.0.0.1", "--port", "0"]) == 2
     assert "not a TCP port" in capsys.readouterr().err
     os.environ.pop("SSH_AUTH_SOCK", None)
+
+
+def test_credential_set_list_delete_never_print_a_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    monkeypatch.setenv("VIGIL_VAULT_PASSPHRASE", "a long vault passphrase")
+    data = tmp_path / "sensor"
+    monkeypatch.setattr("sys.stdin", io.StringIO("Fw-Pa55\nEn-4ble\n"))
+    assert main(["device", "credential", "set", "fw", "--data-dir", str(data), "--username", "admin",
+                 "--password-stdin", "--enable-secret-stdin"]) == 0
+    assert "added credential 'fw'" in capsys.readouterr().out
+    assert main(["device", "credential", "list", "--data-dir", str(data), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out) == [{"name": "fw", "username": "admin", "password": True, "enable_secret": True}]
+    assert "Fw-Pa55" not in out and "En-4ble" not in out
+    audit = (data / "sensor-audit.jsonl").read_text()
+    assert "credential.set" in audit and "Fw-Pa55" not in audit and "En-4ble" not in audit
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert main(["device", "credential", "set", "fw", "--data-dir", str(data), "--username", "admin",
+                 "--password-stdin"]) == 2
+    assert "expected 1 non-empty line(s) on standard input" in capsys.readouterr().err
+    monkeypatch.setenv("VIGIL_VAULT_PASSPHRASE", "wrong")
+    assert main(["device", "credential", "list", "--data-dir", str(data)]) == 1
+    assert "cannot be opened: wrong passphrase" in capsys.readouterr().err
+    monkeypatch.setenv("VIGIL_VAULT_PASSPHRASE", "a long vault passphrase")
+    assert main(["device", "credential", "delete", "nope", "--data-dir", str(data)]) == 2
+    assert "(known: fw)" in capsys.readouterr().err
+    assert main(["device", "credential", "delete", "fw", "--data-dir", str(data)]) == 0
+    assert main(["device", "credential", "list", "--data-dir", str(data)]) == 0
+    assert capsys.readouterr().out.strip().endswith("(none)")

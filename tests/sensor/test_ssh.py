@@ -172,7 +172,8 @@ def test_a_refused_key_and_a_closed_port_say_which_device(router: Sshd, tmp_path
     store = HostKeyStore(tmp_path / "sensor")
     _pin_presented_key(store, router)
     other = keygen(tmp_path / "other_ed25519")
-    with pytest.raises(AuthFailed, match=r"user 'root' refused with every key of credential 'lab'"):
+    with pytest.raises(AuthFailed, match=r"user 'root' refused with every key and password of credential 'lab' "
+                                         r"\(1 tried: ssh-ed25519\)"):
         collect(Target(router.host, "cisco_ios", "lab", router.port, name="r1"), ["show version"],
                 credential=Credential("lab", "root", other), hostkeys=store)
     closed = free_port()
@@ -193,7 +194,7 @@ def test_credentials_file_is_checked_as_a_whole(tmp_path: Path) -> None:
     with pytest.raises(CredentialError, match=r"'nope' is not in .* \(known: core, lab\)"):
         creds.get("nope")
     with pytest.raises(CredentialError, match="key file /k does not exist"):
-        creds.get("core").keys()
+        creds.get("core").private_keys()
     path.write_text("core:\n  username: netops\n  password: hunter2\n")
     with pytest.raises(CredentialError, match="passwords are not accepted"):
         Credentials.load(tmp_path)
