@@ -111,15 +111,17 @@ def _trust(args: argparse.Namespace) -> int:
 
 
 def _collect(args: argparse.Namespace) -> int:
+    from agent.cli import _lines
     from agent.sensor.credentials import Credentials
+    from agent.sensor.device import commands_for, snapshots
     from agent.sensor.hostkeys import HostKeyStore
-    from agent.sensor.ssh import Target, Timeouts, collect
-    from checks.device import PLATFORMS, DeviceParseError, Facts, UnknownDeviceCommand, parse, parser_for
+    from agent.sensor.ssh import Target, Timeouts
+    from checks.device import PLATFORMS, UnknownDeviceCommand, parser_for
     from common.cli import print_json
 
     if args.platform not in PLATFORMS:
         raise UsageError(f"unknown platform {args.platform!r} (known: {', '.join(sorted(PLATFORMS))})")
-    commands = args.command or list(PLATFORMS[args.platform])
+    commands = args.command or commands_for(args.platform)
     for c in commands:
         try:
             parser_for(args.platform, c)
@@ -128,30 +130,21 @@ def _collect(args: argparse.Namespace) -> int:
     if args.timeout <= 0:
         raise UsageError(f"--timeout {args.timeout:g}: must be more than 0 seconds")
     credential = Credentials.load(args.data_dir).get(args.credential)
-    outputs = collect(Target(args.host, args.platform, args.credential, args.port), commands, credential=credential,
-                      hostkeys=HostKeyStore(args.data_dir),
-                      timeouts=Timeouts(command=args.timeout, session=args.timeout * (len(commands) + 2)))
-    merged: Facts | None = None
-    problems: dict[str, str] = {}
-    for out in outputs:
-        try:
-            facts = parse(args.platform, out.command, out.text)
-        except DeviceParseError as exc:
-            problems[out.command] = str(exc)
-            continue
-        merged = facts if merged is None else merged.merge(facts)
-    doc = merged.to_dict() if merged is not None else {"platform": args.platform}
+    target = Target(args.host, args.platform, args.credential, args.port)
+    (snap,) = snapshots([(target, credential)], hostkeys=HostKeyStore(args.data_dir), commands=commands,
+                        timeouts=Timeouts(command=args.timeout, session=args.timeout * (len(commands) + 2)))
+    if snap.error is not None:
+        raise snap.error
+    doc = snap.facts.to_dict() if snap.facts is not None else {"platform": args.platform}
     doc.pop("command", None)
     if args.json:
-        print_json({**doc, "problems": problems})
+        print_json({**doc, "problems": snap.problems})
     else:
-        from agent.cli import _lines
-
         for line in _lines("", doc):
             print(line)
-        for command, problem in problems.items():
+        for command, problem in snap.problems.items():
             print(f"problem: {command}: {problem}")
-    return 1 if problems else 0
+    return 1 if snap.problems else 0
 
 
 def _passphrase(data_dir: Path, creating: bool) -> str:

@@ -236,3 +236,23 @@ def test_devices_in_network_namespaces_are_collected_side_by_side(tmp_path: Path
             s.stop()
         for h in hosts:
             h.close()
+
+
+def test_a_snapshot_runs_every_platform_command_and_names_what_gave_nothing(router: Sshd, cred: Credential,
+                                                                           tmp_path: Path) -> None:
+    from agent.sensor.device import commands_for, snapshots
+
+    store = HostKeyStore(tmp_path / "sensor")
+    _pin_presented_key(store, router)
+    closed = free_port()
+    snaps = snapshots([(Target(router.host, "cisco_ios", "core-routers", router.port, name="r1"), cred),
+                       (Target("127.0.0.1", "cisco_ios", "core-routers", closed, name="gone"), cred)],
+                      hostkeys=store, workers=2)
+    r1, gone = snaps
+    assert r1.reached and r1.facts is not None
+    assert r1.facts.version == expected(IOS_VERSION)["version"] and r1.facts.config is not None
+    # The router knows show version and show running-config only: the other commands are named, not dropped.
+    assert set(r1.problems) == set(commands_for("cisco_ios")) - {"show version", "show running-config"}
+    assert all("cisco_ios" in why for why in r1.problems.values())
+    assert not gone.reached and gone.facts is None and isinstance(gone.error, ConnectFailed)
+    assert str(gone.error).startswith(f"gone ([127.0.0.1]:{closed}): cannot connect")
