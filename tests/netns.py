@@ -86,6 +86,10 @@ class NetnsHost:
         """Silently drop TCP to ``ports`` ("1000:1100" or "22") inside the host, as a firewall does."""
         self.run(["iptables", "-A", "INPUT", "-p", "tcp", "--dport", ports, "-j", "DROP"])
 
+    def drop_udp(self, ports: str) -> None:
+        """Silently drop UDP to ``ports`` inside the host (no ICMP port-unreachable comes back)."""
+        self.run(["iptables", "-A", "INPUT", "-p", "udp", "--dport", ports, "-j", "DROP"])
+
     def close(self) -> None:
         for proc in self.procs:
             proc.kill()

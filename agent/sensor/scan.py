@@ -5,6 +5,9 @@ A port is ``open`` when the handshake completes (a banner is read if the service
 an ICMP unreachable comes back (nmap's meanings). The number of connections in flight is bounded, and so
 is their rate, so a scan never floods a device or the sensor's own file descriptors.
 
+:func:`sntp` asks a device's own NTP service for the time (the ``ntp`` check's SNTP client), so the
+sensor can tell whether a device serves time and how far its clock is from the sensor's.
+
 Targets are checked against the baseline's ranges before the first packet: a target outside them is
 refused with :class:`OutOfScope`, naming the target and the ranges.
 """
@@ -19,8 +22,12 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from agent.sensor import SensorError
+
+if TYPE_CHECKING:
+    from checks.ntp.sntp import SntpMeasurement
 
 BANNER_BYTES = 256
 _UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EACCES, errno.EPERM}
@@ -149,3 +156,12 @@ async def _probe(host: str, port: int, options: ScanOptions) -> PortState:
         with contextlib.suppress(TimeoutError, OSError):
             await asyncio.wait_for(writer.wait_closed(), 0.5)
     return PortState(port, "open", banner, rtt)
+
+
+def sntp(scope: Scope, target: str, port: int = 123, timeout_s: float = 2.0, samples: int = 3) -> SntpMeasurement:
+    """One SNTP measurement of ``target``'s NTP service (the best of ``samples``), inside ``scope``.
+    ``ok`` False with ``error`` says why there is none (no answer, refused, a kiss-of-death)."""
+    from checks.ntp.sntp import measure
+
+    address = scope.check(target)
+    return measure(str(address), port, timeout_s, samples)

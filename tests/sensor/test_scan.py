@@ -62,3 +62,20 @@ def test_port_lists_are_checked() -> None:
                      ("", "no port")):
         with pytest.raises(SensorError, match=why):
             parse_ports(bad)
+
+
+def test_a_devices_ntp_service_is_measured_inside_the_scope(host: NetnsHost) -> None:
+    """A real SNTP server 4 s ahead of the sensor, in the namespace host; and one that does not answer."""
+    from agent.sensor.scan import sntp
+
+    proc = host.start([sys.executable, "-m", "tests.checks.ntp.responder", "--host", host.ip, "--port", "123",
+                       "--offset", "4"], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline().split() == [b"ready", host.ip.encode(), b"123"]
+    scope = Scope([f"{host.ip}/32"])
+    got = sntp(scope, host.ip, timeout_s=2.0, samples=2)
+    assert got.ok and got.offset_ms is not None and 3500 < got.offset_ms < 4500, got  # 4 s, less half a round trip
+    host.drop_udp("124")
+    silent = sntp(scope, host.ip, port=124, timeout_s=0.5, samples=1)
+    assert not silent.ok and silent.error
+    with pytest.raises(OutOfScope):
+        sntp(Scope(["10.203.0.0/24"]), host.ip)
