@@ -113,16 +113,21 @@ def record_audit(data_dir: Path, action: str, **details: object) -> None:
         os.close(fd)
 
 
-def presented_key(host: str, port: int, timeout: float = 15.0) -> paramiko.PKey:
-    """The host key the device shows, read with an SSH handshake and nothing more (no authentication)."""
-    where = host_entry(host, port)
+def open_transport(host: str, port: int, timeout: float, where: str) -> paramiko.Transport:
+    """A TCP connection to the device wrapped in an SSH transport not started yet; errors name ``where``."""
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
     except TimeoutError as exc:
         raise DeviceTimeout(f"{where}: no TCP connection within {timeout:g}s") from exc
     except OSError as exc:
         raise ConnectFailed(f"{where}: cannot connect: {exc.strerror or exc}") from exc
-    transport = paramiko.Transport(sock)
+    return paramiko.Transport(sock)
+
+
+def presented_key(host: str, port: int, timeout: float = 15.0) -> paramiko.PKey:
+    """The host key the device shows, read with an SSH handshake and nothing more (no authentication)."""
+    where = host_entry(host, port)
+    transport = open_transport(host, port, timeout, where)
     try:
         transport.banner_timeout = transport.handshake_timeout = timeout
         transport.start_client(timeout=timeout)

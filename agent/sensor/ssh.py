@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import re
-import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ import paramiko
 
 from agent.sensor import AuthFailed, ConnectFailed, DeviceTimeout, SensorError, SessionError
 from agent.sensor.credentials import Credential
-from agent.sensor.hostkeys import HostKeyStore, host_entry
+from agent.sensor.hostkeys import HostKeyStore, host_entry, open_transport
 
 MAX_OUTPUT = 32 * 2**20  # one command's output; a running configuration is far smaller
 
@@ -147,13 +146,7 @@ def collect_many(jobs: Sequence[tuple[Target, Sequence[str], Credential]], *, ho
 
 
 def _connect(target: Target, credential: Credential, hostkeys: HostKeyStore, timeouts: Timeouts) -> paramiko.Transport:
-    try:
-        sock = socket.create_connection((target.host, target.port), timeout=timeouts.connect)
-    except TimeoutError as exc:
-        raise DeviceTimeout(f"{target.where}: no TCP connection within {timeouts.connect:g}s") from exc
-    except OSError as exc:
-        raise ConnectFailed(f"{target.where}: cannot connect: {exc.strerror or exc}") from exc
-    transport = paramiko.Transport(sock)
+    transport = open_transport(target.host, target.port, timeouts.connect, target.where)
     try:
         transport.banner_timeout = transport.handshake_timeout = transport.auth_timeout = timeouts.connect
         pinned = hostkeys.pinned(target.host, target.port)
