@@ -256,3 +256,40 @@ def test_a_snapshot_runs_every_platform_command_and_names_what_gave_nothing(rout
     assert all("cisco_ios" in why for why in r1.problems.values())
     assert not gone.reached and gone.facts is None and isinstance(gone.error, ConnectFailed)
     assert str(gone.error).startswith(f"gone ([127.0.0.1]:{closed}): cannot connect")
+
+
+# Each platform as its CLI greets, prompts and pages (from the vendors' documented sessions), with a
+# captured version output of its own; the sensor must come out with the version the capture says.
+PLATFORM_SESSIONS = [
+    ("cisco_xe", {"prompt": "c8kv-01", "enable": True}, "show version",
+     "cisco_xe/show_version/c8000v_17.3.4a_prompt.txt"),
+    ("cisco_nxos", {"prompt": "n9k-1", "start_enabled": True}, "show version",
+     "cisco_nxos/show_version/n9k_c93180yc_9.3-10.txt"),
+    ("cisco_asa", {"prompt": "asa", "enable": True}, "show version",
+     "cisco_asa/show_version/asa5516_9.8-4-10.txt"),
+    ("juniper_junos", {"prompt": "netops@mx480", "suffix": [">", ">"]}, "show version",
+     "juniper_junos/show_version/mx480_19.4R3-S1.3.txt"),
+    ("paloalto_panos", {"prompt": "admin@PA-220", "suffix": [">", ">"]}, "show system info",
+     "paloalto_panos/show_system_info/pa220_10.1.6-h6.txt"),
+    ("arista_eos", {"prompt": "leaf1", "enable": True}, "show version",
+     "arista_eos/show_version/dcs7050tx_4.28.3M.txt"),
+]
+
+
+@pytest.mark.parametrize(("platform", "cli", "command", "capture"), PLATFORM_SESSIONS,
+                         ids=[p[0] for p in PLATFORM_SESSIONS])
+def test_each_platform_is_driven_to_its_version(platform: str, cli: dict[str, object], command: str, capture: str,
+                                                 tmp_path: Path, client_key: Path, cred: Credential) -> None:
+    device = {k: v for k, v in cli.items() if k != "enable"}
+    device.update({"enable_secret": "s3cret", "page_lines": 8, "outputs": {command: str(FIXTURES / capture)}})
+    if cli.get("enable"):
+        device["needs_enable"] = [command]  # only reachable after enable, as a privileged show is
+    sshd = Sshd(tmp_path / platform, Path(f"{client_key}.pub"), device)
+    try:
+        store = HostKeyStore(tmp_path / "sensor")
+        _pin_presented_key(store, sshd)
+        (out,) = collect(Target(sshd.host, platform, "core-routers", sshd.port), [command], credential=cred,
+                         hostkeys=store)
+        assert parse(platform, command, out.text).version == expected(FIXTURES / capture)["version"]
+    finally:
+        sshd.stop()
