@@ -1,7 +1,8 @@
 """Test hosts in network namespaces of our own: one namespace per host, a veth pair with a /30 to it.
 
 Needs root and iproute2 (``iptables`` too for dropped ports); :func:`require_netns` skips, saying why,
-otherwise. Addresses are in 10.202.0.0/16 and exist only on these veth pairs; everything is removed by
+otherwise. Addresses are in 10.100.0.0/16 - 10.199.0.0/16 (one /16 per test process) and exist only
+on these veth pairs; everything is removed by
 :meth:`NetnsHost.close` (the namespace takes its veth end, and so the pair, with it).
 """
 
@@ -38,7 +39,7 @@ _SEQ = itertools.count()
 
 
 class NetnsHost:
-    """A host of its own: the sensor side of its veth is 10.202.X.Y+1, the host 10.202.X.Y+2.
+    """A host of its own: the sensor side of its veth is 10.P.X.Y+1, the host 10.P.X.Y+2.
 
     Each host of this process gets the next number (names and addresses are never reused while the
     kernel may still be removing an earlier host's veth pair)."""
@@ -49,11 +50,14 @@ class NetnsHost:
         tag = os.getpid() % 10000
         self.name = f"vigil-t{tag}-{index}"
         outside, inside = f"vgo{tag}n{index}", f"vgi{tag}n{index}"  # at most 15 characters
+        # A /16 of its own per test process (10.100/16 .. 10.199/16), so that two runs side by side
+        # (a developer's and CI's, or two worktrees) never put the same address on two veth pairs.
+        second = 100 + os.getpid() % 100
         third, fourth = divmod(4 * index, 256)
         if third > 255:
             raise ValueError("at most 16384 namespace hosts in one process")
-        self.sensor_ip = f"10.202.{third}.{fourth + 1}"
-        self.ip = f"10.202.{third}.{fourth + 2}"
+        self.sensor_ip = f"10.{second}.{third}.{fourth + 1}"
+        self.ip = f"10.{second}.{third}.{fourth + 2}"
         self.procs: list[subprocess.Popen[bytes]] = []
         _ip("netns", "add", self.name)
         try:
@@ -94,4 +98,7 @@ class NetnsHost:
         for proc in self.procs:
             proc.kill()
             proc.wait()
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=10)

@@ -49,7 +49,7 @@ class PortState:
 
 @dataclass(frozen=True)
 class ScanOptions:
-    timeout_s: float = 1.0  # for an answer to the SYN; a dropped port costs this once
+    timeout_s: float = 1.0  # for an answer to the SYN; a dropped port costs this twice (one retry)
     banner_timeout_s: float = 0.3  # services that speak first (SSH, SMTP, FTP) do so at once
     concurrency: int = 1024  # connections in flight (at most what the open-files limit leaves room for)
     rate_per_s: float = 20000.0  # new connections per second at most
@@ -117,19 +117,33 @@ def _room_for_sockets() -> int:
 
 
 async def _scan(host: str, ports: Sequence[int], options: ScanOptions) -> list[PortState]:
+    """Every port once, then the unanswered ones once more. A SYN lost on the way (a congested link,
+    a rate-limiting firewall, the small queue a kernel keeps while it resolves a new neighbour) is
+    not a filtered port, and reporting an open port as filtered would hide it from the allow-list:
+    one retry, as nmap makes by default too."""
+    if not ports:
+        return []
     gate = asyncio.Semaphore(max(1, min(options.concurrency, _room_for_sockets())))
     interval = 1.0 / options.rate_per_s if options.rate_per_s > 0 else 0.0
-    start = time.monotonic()
 
-    async def one(i: int, port: int) -> PortState:
-        async with gate:
-            due = start + i * interval  # paced: connection i starts no earlier than i / rate
-            delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            return await _probe(host, port, options)
+    async def wave(batch: Sequence[int]) -> list[PortState]:
+        start = time.monotonic()
 
-    return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(ports))))
+        async def one(i: int, port: int) -> PortState:
+            async with gate:
+                due = start + i * interval  # paced: connection i starts no earlier than i / rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                return await _probe(host, port, options)
+
+        return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(batch))))
+
+    states = {s.port: s for s in await wave(ports)}
+    unanswered = [p for p in ports if states[p].state == "filtered"]
+    if unanswered:
+        states.update({s.port: s for s in await wave(unanswered)})
+    return [states[p] for p in ports]
 
 
 async def _probe(host: str, port: int, options: ScanOptions) -> PortState:

@@ -13,6 +13,7 @@ Three deadlines bound every session: ``connect`` (TCP, SSH handshake, authentica
 
 from __future__ import annotations
 
+import codecs
 import functools
 import re
 import time
@@ -264,6 +265,8 @@ class _Shell:
             raise SessionError(f"{target.where}: cannot open an interactive shell: "
                                f"{exc or type(exc).__name__}") from exc
         self.prompt = ""
+        # One decoder for the session: a character split between two reads is decoded whole.
+        self._decode = codecs.getincrementaldecoder("utf-8")("replace").decode
 
     def run(self, commands: Sequence[str]) -> list[Output]:
         try:
@@ -305,12 +308,12 @@ class _Shell:
         buf = ""
         try:
             while not _PROMPT.match(_last_line(buf)):
-                buf += self._recv(deadline).decode("utf-8", "replace")
+                buf += self._decode(self._recv(deadline))
             first = _last_line(buf).strip()
             self._send_line("")
             buf = ""
             while _last_line(buf).strip() != first:
-                buf += self._recv(deadline).decode("utf-8", "replace")
+                buf += self._decode(self._recv(deadline))
         except TimeoutError:
             seen = _last_line(buf).strip()[-60:]
             raise DeviceTimeout(f"{self.target.where}: no CLI prompt within {self.clock.timeouts.command:g}s "
@@ -318,24 +321,35 @@ class _Shell:
         return first
 
     def _read_until_prompt(self, command: str, deadline: float, any_prompt: bool = False) -> tuple[str, str]:
-        """The text up to the next prompt, answering pagers; (text without the prompt, the prompt)."""
-        buf = ""
+        """The text up to the next prompt, answering pagers; (text without the prompt, the prompt).
+
+        Only the current line (what follows the last newline) is looked at for a pager or a prompt, so a
+        large output costs its length once."""
+        done: list[str] = []  # whole lines received
+        tail = ""  # the line being received
         size = 0
         try:
             while True:
                 data = self._recv(deadline)
+                if not data:
+                    continue  # nothing new: a pager already answered is not answered again
                 size += len(data)
                 if size > MAX_OUTPUT:
                     raise SessionError(f"{self.target.where}: {command!r} printed more than "
                                        f"{MAX_OUTPUT // 2**20} MiB")
-                buf += data.decode("utf-8", "replace")
-                last = _last_line(buf)
+                head, newline, rest = (tail + self._decode(data)).rpartition("\n")
+                if newline:
+                    done.append(head + newline)
+                    tail = rest
+                else:
+                    tail = rest
+                last = _ANSI.sub("", tail).rsplit("\r", 1)[-1]
                 if _PAGER.search(last):
                     self.chan.sendall(b" ")
                     continue
                 stripped = last.strip()
                 if stripped and ((any_prompt and _PROMPT.match(last)) or stripped == self.prompt):
-                    return buf[: len(buf) - len(buf.rsplit("\n", 1)[-1])], stripped
+                    return "".join(done), stripped
         except TimeoutError:
             _timeout(self.target, command, self.clock, deadline)
             raise  # not reached: _timeout raises
@@ -354,7 +368,7 @@ class _Shell:
         buf, sent = "", False
         try:
             while True:
-                buf += self._recv(deadline).decode("utf-8", "replace")
+                buf += self._decode(self._recv(deadline))
                 last = _last_line(buf)
                 line = last.strip()
                 if _PASSWORD.search(line):

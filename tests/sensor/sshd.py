@@ -76,7 +76,8 @@ class Sshd:
         argv = [str(SSHD), "-D", "-e", "-f", str(self.dir / "sshd_config")]
         if self.netns is not None:
             argv = self.netns.exec_args(argv)
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=self.log.open(mode))
+        with self.log.open(mode) as log:  # the child has its own copy of the descriptor
+            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log)
         self.proc = proc
         self._wait_listening()
         return proc
