@@ -10,6 +10,9 @@ sensor can tell whether a device serves time and how far its clock is from the s
 
 Targets are checked against the baseline's ranges before the first packet: a target outside them is
 refused with :class:`OutOfScope`, naming the target and the ranges.
+
+:func:`scan_ports` chooses between this scan and the half-open SYN scan of :mod:`agent.sensor.synscan`
+(``CAP_NET_RAW``, IPv4, no banners): ``auto`` takes the SYN scan when the process may open raw sockets.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from agent.sensor import SensorError
 
@@ -33,6 +36,7 @@ BANNER_BYTES = 256
 _UNREACHABLE = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EACCES, errno.EPERM}
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+ScanMethod = Literal["auto", "connect", "syn"]
 
 
 class OutOfScope(SensorError, PermissionError):
@@ -102,6 +106,27 @@ def scan(scope: Scope, target: str, ports: Sequence[int], options: ScanOptions =
     """Connect-scan ``ports`` of ``target`` (which ``scope`` must hold); one state per port, in port order."""
     address = scope.check(target)
     return asyncio.run(_scan(str(address), ports, options))
+
+
+def scan_ports(scope: Scope, target: str, ports: Sequence[int], options: ScanOptions = ScanOptions(),
+               method: ScanMethod = "auto") -> list[PortState]:
+    """Scan ``ports`` of ``target`` (which ``scope`` must hold) by ``method``; one state per port, in order.
+
+    ``connect``: :func:`scan`, which needs no privilege and reads banners. ``syn``: the half-open
+    :func:`agent.sensor.synscan.syn_scan`, which needs ``CAP_NET_RAW``, is IPv4 only and reads no banners
+    (``banner`` is None); without the privilege it is a :class:`SensorError`. ``auto``: the SYN scan
+    when this process holds the privilege and the target is IPv4, else the connect scan.
+    """
+    if method not in ("auto", "connect", "syn"):
+        raise SensorError(f"scan method {method!r}: one of auto, connect, syn")
+    address = scope.check(target)
+    if method == "connect":
+        return scan(scope, target, ports, options)
+    from agent.sensor import synscan  # scapy is loaded there, and only when a SYN scan runs
+
+    if method == "auto" and (address.version != 4 or not synscan.has_raw_socket_privilege()):
+        return scan(scope, target, ports, options)
+    return synscan.syn_scan(scope, target, ports, options)
 
 
 def _room_for_sockets() -> int:
