@@ -28,9 +28,9 @@ so a port is ``filtered`` only if nothing answered for the full timeout after it
 The sensor's own kernel answers each SYN/ACK with a reset, since no socket of ours accepts on that
 port: that is what a half-open scan expects (nmap's SYN scan does the same). The packet socket has a
 copy of the SYN/ACK before the kernel's TCP stack sees it, so the reset cannot hide the answer. We
-still send a reset of our own to every open port before returning, in case the kernel's was dropped
-(a firewall on the sensor that drops outgoing resets, as some nmap guides recommend), so no
-connection is left half-open on the target.
+also send a reset of our own to every open port before returning, so the scan itself leaves no
+connection half-open on the target, whatever the sensor's TCP stack does with the answer. (A firewall
+on the sensor that drops outgoing resets drops ours too; the target then times its entries out.)
 
 scapy is heavy and only the sensor needs it: it is imported inside the functions that use it.
 """
@@ -192,7 +192,7 @@ class _Scan:
                     wait = timeout
                 self._read_until(reader, last + wait, wanted)
             opened = [p for p, s in self.found.items() if s.state == "open"]
-            if opened:  # the kernel has reset these already; ours makes sure, whatever the sensor's firewall
+            if opened:  # the kernel has reset these already; ours does not rely on it
                 rst = craft_template(src, self.host, self.sport, (self.seq + 1) & 0xFFFFFFFF, "R")
                 for port in opened:
                     self._send(sender, reader, tcp_for_port(rst, port), wanted)
