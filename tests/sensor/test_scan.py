@@ -5,26 +5,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from agent.sensor import SensorError
 from agent.sensor.scan import OutOfScope, ScanOptions, Scope, parse_ports, scan
-from tests.netns import NetnsHost, require_netns
+from tests.netns import NetnsHost
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def host() -> Iterator[NetnsHost]:
-    require_netns(iptables=True)
-    h = NetnsHost()
-    try:
-        yield h
-    finally:
-        h.close()
 
 
 def test_open_closed_and_dropped_ports_are_told_apart(host: NetnsHost) -> None:
