@@ -315,7 +315,8 @@ class _Shell:
             while _last_line(buf).strip() != first:
                 buf += self._decode(self._recv(deadline))
         except TimeoutError:
-            seen = _last_line(buf).strip()[-60:]
+            lines = [_ANSI.sub("", line).strip() for line in buf.replace("\r", "\n").split("\n")]
+            seen = next((line for line in reversed(lines) if line), "")[-60:]
             raise DeviceTimeout(f"{self.target.where}: no CLI prompt within {self.clock.timeouts.command:g}s "
                                 f"(last line: {seen!r})") from None
         return first

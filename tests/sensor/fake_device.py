@@ -9,7 +9,11 @@ Invalid input`` for what it does not know. The outputs are captured or documente
 
     {"prompt": "R1", "enable_secret": "s3cret", "banner": "...", "page_lines": 20, "pager": " --More-- ",
      "outputs": {"show version": "/path/to/capture.txt"}, "needs_enable": ["show running-config"],
-     "hang_on": ["show tech-support"], "start_enabled": false, "suffix": [">", "#"]}
+     "hang_on": ["show tech-support"], "start_enabled": false, "suffix": [">", "#"],
+     "mute": false, "hang_up_on": ["reload"]}
+
+``mute``: the banner and then nothing (a console server's line with nothing behind it); ``hang_up_on``:
+commands after which the device closes the session at once.
 
 Standard library only: sshd runs it with the system's Python.
 """
@@ -77,6 +81,10 @@ def main() -> int:
     def prompt() -> str:
         return cfg["prompt"] + (enabled_suffix if enabled else user)
 
+    if cfg.get("mute"):
+        write(cfg.get("banner", "").replace("\n", "\r\n") + "\r\n")
+        time.sleep(3600)
+        return 0
     write(cfg.get("banner", "").replace("\n", "\r\n") + "\r\n" + prompt())
     while True:
         try:
@@ -84,7 +92,7 @@ def main() -> int:
         except EOFError:
             return 0
         command = " ".join(line.split())
-        if command in ("exit", "quit", "logout"):
+        if command in ("exit", "quit", "logout") or command in cfg.get("hang_up_on", []):
             return 0
         if command == "enable" and not enabled:
             for _ in range(3):

@@ -293,3 +293,25 @@ def test_each_platform_is_driven_to_its_version(platform: str, cli: dict[str, ob
         assert parse(platform, command, out.text).version == expected(FIXTURES / capture)["version"]
     finally:
         sshd.stop()
+
+
+def test_a_device_without_a_prompt_or_that_hangs_up_is_a_clear_error(tmp_path: Path, client_key: Path,
+                                                                      cred: Credential) -> None:
+    mute = Sshd(tmp_path / "mute", Path(f"{client_key}.pub"), {"prompt": "X", "mute": True,
+                                                               "banner": "Line 7 of the console server"})
+    gone = Sshd(tmp_path / "gone", Path(f"{client_key}.pub"), {"prompt": "R9", "start_enabled": True,
+                                                               "hang_up_on": ["show version"]})
+    try:
+        store = HostKeyStore(tmp_path / "sensor")
+        for s in (mute, gone):
+            _pin_presented_key(store, s)
+        with pytest.raises(DeviceTimeout,
+                           match=r"no CLI prompt within 1s \(last line: 'Line 7 of the console server'\)"):
+            collect(Target(mute.host, "cisco_ios", "c", mute.port), ["show version"], credential=cred,
+                    hostkeys=store, timeouts=Timeouts(connect=5, command=1, session=10))
+        with pytest.raises(SessionError, match=r"the device closed the session"):
+            collect(Target(gone.host, "cisco_ios", "c", gone.port), ["show version"], credential=cred,
+                    hostkeys=store)
+    finally:
+        mute.stop()
+        gone.stop()
