@@ -1,8 +1,8 @@
 """Test hosts in network namespaces of our own: one namespace per host, a veth pair with a /30 to it.
 
 Needs root and iproute2 (``iptables`` too for dropped ports); :func:`require_netns` skips, saying why,
-otherwise. Addresses are in 10.100.0.0/16 - 10.199.0.0/16 (one /16 per test process) and exist only
-on these veth pairs; everything is removed by
+otherwise. Addresses are in 10.100.0.0/16 - 10.199.0.0/16 (one /16 per test process), with IPv6 in
+fd00:10:100::/48 - fd00:10:199::/48, and exist only on these veth pairs; everything is removed by
 :meth:`NetnsHost.close` (the namespace takes its veth end, and so the pair, with it).
 """
 
@@ -58,14 +58,19 @@ class NetnsHost:
             raise ValueError("at most 16384 namespace hosts in one process")
         self.sensor_ip = f"10.{second}.{third}.{fourth + 1}"
         self.ip = f"10.{second}.{third}.{fourth + 2}"
+        # IPv6 too, unique local addresses of the same numbering (fd00:10:P:index::/64).
+        self.sensor_ip6 = f"fd00:10:{second}:{index:x}::1"
+        self.ip6 = f"fd00:10:{second}:{index:x}::2"
         self.procs: list[subprocess.Popen[bytes]] = []
         _ip("netns", "add", self.name)
         try:
             _ip("link", "add", outside, "type", "veth", "peer", "name", inside)
             _ip("link", "set", inside, "netns", self.name)
             _ip("addr", "add", f"{self.sensor_ip}/30", "dev", outside)
+            _ip("-6", "addr", "add", f"{self.sensor_ip6}/64", "dev", outside, "nodad")  # usable at once
             _ip("link", "set", outside, "up")
             self.run(["ip", "addr", "add", f"{self.ip}/30", "dev", inside])
+            self.run(["ip", "-6", "addr", "add", f"{self.ip6}/64", "dev", inside, "nodad"])
             self.run(["ip", "link", "set", inside, "up"])
             self.run(["ip", "link", "set", "lo", "up"])
         except BaseException:

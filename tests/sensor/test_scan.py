@@ -68,3 +68,14 @@ def test_a_devices_ntp_service_is_measured_inside_the_scope(host: NetnsHost) -> 
     assert not silent.ok and silent.error
     with pytest.raises(OutOfScope):
         sntp(Scope(["10.203.0.0/24"]), host.ip)
+
+
+def test_the_connect_scan_does_ipv6(host: NetnsHost) -> None:
+    listener = host.start([sys.executable, "-m", "tests.sensor.listener", host.ip6, "22=SSH-2.0-OpenSSH_9.2p1", "443"],
+                          cwd=REPO, stdout=subprocess.PIPE)
+    assert listener.stdout is not None and listener.stdout.readline().strip() == b"ready"
+    states = scan(Scope([f"{host.ip6}/128"]), host.ip6, [21, 22, 443, 8443])
+    assert [(s.port, s.state) for s in states] == [(21, "closed"), (22, "open"), (443, "open"), (8443, "closed")]
+    assert states[1].banner == "SSH-2.0-OpenSSH_9.2p1"
+    with pytest.raises(OutOfScope):
+        scan(Scope([f"{host.ip}/32"]), host.ip6, [22])
