@@ -96,6 +96,7 @@ def run_check(
     state_dir: Path | None = None,
     emit: Deliver | None = None,
     recovery: Callable[[bool], None] | None = None,
+    data_dir: Path | None = None,
 ) -> report_pb2.Report:
     """Run ``check`` and return an unsequenced Report (the spool assigns the sequence).
 
@@ -107,7 +108,8 @@ def run_check(
     started = time.perf_counter()
     kind, message = common_pb2.CheckStatus.OK, ""
     emit_result = (lambda result: emit(result_report(check, task_id, result))) if emit is not None else None
-    ctx = Context(spool_stats=spool_stats, state_dir=state_dir, emit=emit_result, recovery=recovery)
+    ctx = Context(spool_stats=spool_stats, state_dir=state_dir, emit=emit_result, recovery=recovery,
+                  data_dir=data_dir)
     # A check that knows it needs longer (a file-integrity verification) gets that long.
     limit = max(timeout_s, check.timeout_s or 0.0)
     if not check.runs_here(ctx.platform):

@@ -153,7 +153,7 @@ class Scheduler:
         hook = self.recovery
         recovery = (lambda dirty: hook(task.task_id, task.check_id, dirty)) if hook is not None else None
         report = run_check(check, task_params(task), task.task_id, self.timeout_s, self.spool_stats,
-                           state_dir=state_dir, emit=self.deliver, recovery=recovery)
+                           state_dir=state_dir, emit=self.deliver, recovery=recovery, data_dir=self.state_root)
         with self._cv:
             self.runs += 1
         try:

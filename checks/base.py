@@ -55,6 +55,9 @@ class Context:
     # A directory private to this check and policy task, kept across runs and restarts (a local
     # baseline lives there); None when the caller gives none.
     state_dir: Path | None = None
+    # The agent's data directory (a sensor's pinned host keys, credentials and vault live there);
+    # None when the caller gives none.
+    data_dir: Path | None = None
     # Report a result now, outside the schedule (a real-time change); the agent spools it at once.
     # It returns when the result is durably queued, and raises Undelivered when it could not be.
     # None when nobody listens.

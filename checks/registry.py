@@ -37,6 +37,7 @@ REGISTRY: tuple[Registered, ...] = (
     Registered("eol", 1, "checks.eol", "Eol"),
     Registered("ntp", 1, "checks.ntp", "Ntp"),
     Registered("fim", 1, "checks.fim", "Fim", continuous=True),
+    Registered("ssh_device", 1, "checks.ssh_device", "SshDevice"),
 )
 
 

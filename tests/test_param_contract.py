@@ -34,6 +34,7 @@ EXPECT: dict[str, dict[str, Any]] = {
     "av": {"engine_running": True},
     "eol": {"supported": True},
     "ntp": {"synchronized": True},
+    "ssh_device": {"supported": True},
 }
 # Fewest cases a check with parameters must have of each kind.
 MIN_ACCEPT, MIN_REFUSE = 4, 6

@@ -23,7 +23,7 @@ from controller.domain.policy import Applicable
 from controller.domain.tickets import Book, RuleRef, apply_outcomes
 from controller.judges import InvalidFacts, Observation, evaluate, judge_for
 from controller.judges.agent import UNREPORTED_FAILURE
-from controller.judges.base import JUDGEABLE, Context
+from controller.judges.base import JUDGEABLE, Context, Judge
 from controller.judges.registry import JUDGES
 from controller.storage.models import Agent, AgentIncarnation, Result
 from controller.vocabulary import FAIL, PASS
@@ -373,11 +373,15 @@ def judge(
     judge = judge_for(check_id)
     # A check that failed to run says nothing about subjects it did not see: keep them as they were.
     complete = status in JUDGEABLE
+    device = judge.asset_of(facts)
     for app in rules:
         if app.rule.check != check_id or (task and app.task_id != task):
             continue
         outcomes = evaluate(app.rule, check_id, facts, status, change_reasons, status_message)
         ref = RuleRef.of(app)
+        if device is not None:
+            _judge_other_asset(session, judge, device, ref, outcomes, now, result_id, complete)
+            continue
         if book is not None:
             outcomes = _with_unreported_failures(outcomes, book, ref)
         if judge.records_changes:
@@ -401,3 +405,24 @@ def judge(
                            settled=gone)
             continue
         apply_outcomes(session, agent.id, agent.hostname, ref, outcomes, now, result_id, complete=complete, book=book)
+
+
+def _judge_other_asset(session: Session, judge: Judge, asset: str, ref: RuleRef, outcomes: list[Observation],
+                       now: dt.datetime, result_id: int | None, complete: bool) -> None:
+    """Outcomes about an asset other than the reporting agent (a device a sensor collected from), filed
+    under that asset. A complete result settles its states; its events (a configuration change) stay
+    until people handle them, and a result that does not mention one leaves it as it was."""
+    book = Book(session, asset, now)
+    states = [o for o in outcomes if not judge.event_subject(o.subject)]
+    events = [o for o in outcomes if judge.event_subject(o.subject)]
+    gone: dict[str, str] = {}
+    if complete:
+        seen = {o.subject for o in states}
+        gone = {subject: f"{subject} no longer observed" for (baseline, rule_id, subject), f in book.findings.items()
+                if baseline == ref.baseline and rule_id == ref.rule_id and f.status != PASS and subject not in seen
+                and not judge.event_subject(subject)}
+    apply_outcomes(session, asset, asset, ref, states, now, result_id, complete=False, book=book, settled=gone)
+    if events:
+        apply_outcomes(session, asset, asset, ref, events, now, result_id, complete=False, book=book,
+                       auto_resolve=False)
+

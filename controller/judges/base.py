@@ -143,6 +143,16 @@ class Judge:
         """Facts that describe the asset itself (its spool), kept on the agent's row: column -> value."""
         return {}
 
+    def asset_of(self, facts: Mapping[str, Any]) -> str | None:
+        """The asset a result is about when it is not the reporting agent (a device a sensor collected
+        from: ``dev:<name>``); None for the agent itself. Its findings and tickets are filed there."""
+        return None
+
+    def event_subject(self, subject: str) -> bool:
+        """Whether ``subject`` is an event (a configuration change) rather than a state: a result that does
+        not mention it does not resolve it, and a later good result leaves its ticket to people."""
+        return False
+
     def evaluate(self, rule: Rule, facts: Mapping[str, Any], changes: Mapping[str, str]) -> list[Observation]:
         """Judge facts of a result that ran (status OK or PARTIAL) against ``rule``."""
         return [generic(rule, facts)]

@@ -132,7 +132,7 @@ BAD = {
         (2, "version", "must be at least 1"),
         (3, "scope.tags", "must not be empty"),
         (5, "rules[0].id", "must look like NTP-CLOCK: capital letters, digits, '-' and '_'"),
-        (6, "rules[0].check", "unknown check 'ntpd'; known checks: agent, av, eol, fim, ntp, ports"),
+        (6, "rules[0].check", "unknown check 'ntpd'; known checks: agent, av, eol, fim, ntp, ports, ssh_device"),
         (7, "rules[0].severity", "must be one of critical, high, medium, low"),
         (8, "rules[0].expect", "must be a mapping"),
         (9, "rules[0].refs", "must be a list"),
@@ -340,18 +340,18 @@ class _NoParams(StrictModel):
 
 
 def test_checks_are_passed_in_with_what_the_language_needs() -> None:
-    text = RULE.replace("check: ntp", "check: ssh_device")
-    checks = {"ssh_device": CheckSpec(_NoParams, None, 120), "ports": CHECK_SPECS["ports"]}
+    text = RULE.replace("check: ntp", "check: sshd_config")
+    checks = {"sshd_config": CheckSpec(_NoParams, None, 120), "ports": CHECK_SPECS["ports"]}
     doc = load_baseline(text, "t.yaml", checks)
     # The interval of a rule that sets none is the check's own default.
-    assert doc.rules[0].check == "ssh_device" and doc.rules[0].interval_s == 120
+    assert doc.rules[0].check == "sshd_config" and doc.rules[0].interval_s == 120
     assert problems_in(RULE, {"ports": CHECK_SPECS["ports"]}) == [
         (5, "rules[0].check", "unknown check 'ntp'; known checks: ports")
     ]
     assert problems_in(text + "    params: {port: 22}\n", checks) == [
         (8, "rules[0].params.port", "unknown key; none are allowed here")
     ]
-    assert "ssh_device" not in CHECK_SPECS
+    assert "sshd_config" not in CHECK_SPECS
 
 
 def test_the_language_holds_no_check_id() -> None:
@@ -370,7 +370,7 @@ def test_problems_across_rules_are_all_reported_sorted_by_line() -> None:
     assert problems_in(text) == [
         (2, "version", "must be at least 1"),
         (4, "rules[0].expect.x.maxx", "unknown operator; use max, min, max_abs, equals"),
-        (5, "rules[1].check", "unknown check 'nope'; known checks: agent, av, eol, fim, ntp, ports"),
+        (5, "rules[1].check", "unknown check 'nope'; known checks: agent, av, eol, fim, ntp, ports, ssh_device"),
         (5, "rules[1].severity", "must be one of critical, high, medium, low"),
         (5, "rules[1].id", "duplicate rule id 'A' (also rules[0]); ids are unique within a baseline"),
     ]

@@ -386,3 +386,19 @@ def test_admins_disable_enable_unlock_and_revoke_keys_from_the_users_page(web: W
 def test_an_out_of_range_ticket_post_without_a_session_goes_to_sign_in(web: Web) -> None:
     r = web.client().post(f"/tickets/{2**64}/comment", data={"text": "x"})
     assert r.status_code == 303 and r.headers["location"].startswith("/login")
+
+
+def test_a_device_tickets_page_names_the_device_and_links_no_agent(web: Web) -> None:
+    from controller.domain.tickets import RuleRef, apply_outcomes
+    from controller.judges.base import Observation
+
+    ref = RuleRef("NET-DEVICES", "ssh_device", "high", ("TWSE-CC CC-17010 a(j)",), "tw-network", 1)
+    with web.ctl.sessions.begin() as s:
+        (ticket,) = apply_outcomes(s, "dev:fw-hq", "dev:fw-hq", ref, [Observation(
+            "eol", "fail", "fw-hq runs 5.6.3 (fortios before 6.0): end of life", {"version": "5.6.3"})],
+            dt.datetime.now(dt.UTC), None)
+        tid = ticket.id
+    r = signed_in(web, "viewer").get(f"/tickets/{tid}")
+    assert r.status_code == 200
+    assert "fw-hq <span class=\"muted\">network device, collected by a sensor</span>" in r.text
+    assert 'href="/agents/dev:fw-hq"' not in r.text

@@ -1,0 +1,100 @@
+"""What a rule asks the sensor for: the devices, the address ranges it may reach, the session limits.
+
+Example ``params``::
+
+    ranges: [10.20.0.0/24]
+    devices:
+      - {name: core-sw-01, address: 10.20.0.2, platform: cisco_ios, credential: core-routers,
+         purpose: core switch}
+    command_timeout_s: 60
+    workers: 8
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from checks.base import Args, CheckError
+
+# Netmiko's names of the platforms the sensor drives (checks.device parses their output).
+PLATFORMS = ("arista_eos", "cisco_asa", "cisco_ios", "cisco_nxos", "cisco_xe", "fortinet", "juniper_junos", "linux",
+             "paloalto_panos")
+
+
+class SshDeviceArgsError(CheckError, ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    name: str
+    address: str
+    platform: str
+    credential: str
+    port: int = 22
+    purpose: str = ""
+
+
+@dataclass(frozen=True)
+class SshDeviceArgs(Args):
+    devices: tuple[DeviceSpec, ...]
+    ranges: tuple[str, ...]
+    command_timeout_s: float = 60.0
+    workers: int = 8
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> SshDeviceArgs:
+        # Unknown keys are ignored, as every check does: a newer controller may push what this agent lacks.
+        ranges = params.get("ranges")
+        if not isinstance(ranges, list) or not ranges or not all(isinstance(r, str) for r in ranges):
+            raise SshDeviceArgsError("ssh_device params: ranges must be a non-empty list of networks")
+        networks = []
+        for r in ranges:
+            try:
+                networks.append(ipaddress.ip_network(r, strict=False))
+            except ValueError:
+                raise SshDeviceArgsError(f"ssh_device params: range {r!r} is not a network") from None
+        raw = params.get("devices")
+        if not isinstance(raw, list) or not raw:
+            raise SshDeviceArgsError("ssh_device params: devices must be a non-empty list")
+        devices: list[DeviceSpec] = []
+        for i, d in enumerate(raw):
+            devices.append(_device(i, d, networks))
+        names = [d.name for d in devices]
+        if len(set(names)) != len(names):
+            raise SshDeviceArgsError("ssh_device params: device names must be unique")
+        timeout = params.get("command_timeout_s", 60.0)
+        workers = params.get("workers", 8)
+        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not 1 <= timeout <= 600:
+            raise SshDeviceArgsError("ssh_device params: command_timeout_s must be 1 to 600 seconds")
+        if not isinstance(workers, int | float) or isinstance(workers, bool) or int(workers) != workers \
+                or not 1 <= workers <= 64:
+            raise SshDeviceArgsError("ssh_device params: workers must be a whole number from 1 to 64")
+        return cls(tuple(devices), tuple(ranges), float(timeout), int(workers))
+
+
+def _device(i: int, d: Any, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> DeviceSpec:
+    where = f"ssh_device params: devices[{i}]"
+    if not isinstance(d, Mapping):
+        raise SshDeviceArgsError(f"{where} must be a mapping")
+    for key in ("name", "address", "platform", "credential"):
+        if not isinstance(d.get(key), str) or not d[key]:
+            raise SshDeviceArgsError(f"{where}: {key} is required")
+    if d["platform"] not in PLATFORMS:
+        raise SshDeviceArgsError(f"{where}: platform {d['platform']!r} is not one of {', '.join(PLATFORMS)}")
+    try:
+        address = ipaddress.ip_address(d["address"])
+    except ValueError:
+        raise SshDeviceArgsError(f"{where}: address {d['address']!r} is not an IP address") from None
+    if not any(address in n for n in networks):
+        raise SshDeviceArgsError(f"{where}: {d['name']} ({address}) is outside the ranges")
+    port = d.get("port", 22)
+    if not isinstance(port, int | float) or isinstance(port, bool) or int(port) != port or not 1 <= port <= 65535:
+        raise SshDeviceArgsError(f"{where}: port must be 1 to 65535")
+    purpose = d.get("purpose", "")
+    if not isinstance(purpose, str):
+        raise SshDeviceArgsError(f"{where}: purpose must be text")
+    return DeviceSpec(d["name"], str(address), d["platform"], d["credential"], int(port), purpose)

@@ -1,0 +1,138 @@
+"""Devices a sensor collects from, through ingest on SQLite and PostgreSQL: each device is an asset of its
+own (findings and tickets under ``dev:<name>``, none under the sensor), states resolve themselves, a
+configuration change stays open until people handle it, an unreachable device is never passed."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from google.protobuf.json_format import ParseDict
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from controller.baselines import load_baseline
+from controller.domain.ingest import ingest_reports
+from controller.domain.policy import Applicable, applicable_rules
+from controller.judges.registry import CHECK_SPECS
+from controller.storage.models import Agent, Finding, Ticket
+from proto.vigil.v1 import common_pb2, report_pb2, ssh_device_pb2
+from tests.controller._db import migrated_sessions
+
+T0 = dt.datetime(2026, 12, 1, 8, 0, tzinfo=dt.UTC)
+SENSOR = "agt-5e5505e5505e5505"
+BASELINE = """baseline: tw-network
+version: 1
+scope: {tags: [sensor]}
+rules:
+  - id: NET-DEVICES
+    check: ssh_device
+    severity: high
+    interval: 1h
+    params:
+      ranges: [10.20.0.0/24]
+      devices:
+        - {name: fw-hq, address: 10.20.0.1, platform: fortinet, credential: fw}
+        - {name: core-sw-01, address: 10.20.0.2, platform: cisco_ios, credential: core}
+    expect: {supported: true, synchronized: true, max_offset_ms: 500, config_changes: 0}
+"""
+
+
+@pytest.fixture
+def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
+    with migrated_sessions(url=db_url) as factory:
+        with factory.begin() as s:
+            s.add(Agent(id=SENSOR, hostname="sensor-01", enrolled_at=T0, cert_serial="1", cert_not_after=T0,
+                        tags=["sensor"], max_sequence=0, status="online",
+                        checks=[{"check_id": "ssh_device", "version": 1}]))
+        yield factory
+
+
+class Sensor:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+        self.seq = 0
+        self.rules: list[Applicable] = applicable_rules([load_baseline(BASELINE, "b.yaml", CHECK_SPECS)], ["sensor"])
+
+    def report(self, at: dt.datetime, *devices: dict[str, Any]) -> None:
+        reports = []
+        for facts in [*devices, {}]:  # each device, then the run's own report
+            self.seq += 1
+            r = report_pb2.Report(sequence=self.seq, check_id="ssh_device", check_version=1,
+                                  task_id=self.rules[0].task_id, status=common_pb2.CheckStatus(kind="OK"))
+            r.collected_at.FromDatetime(at)
+            r.ssh_device.CopyFrom(ParseDict(facts, ssh_device_pb2.SshDeviceResult()))
+            reports.append(r)
+        with self.sessions.begin() as s:
+            acks = ingest_reports(s, SENSOR, reports, self.rules, now=at)
+        assert all(a.outcome == a.STORED for a in acks), [a.message for a in acks]
+
+    def open_tickets(self) -> dict[tuple[str, str], str]:
+        with self.sessions() as s:
+            return {(t.asset, t.subject): t.title for t in s.execute(select(Ticket)).scalars()
+                    if t.status not in ("resolved", "closed")}
+
+    def findings(self) -> dict[tuple[str, str], str]:
+        with self.sessions() as s:
+            return {(f.asset, f.subject): f.status for f in s.execute(select(Finding)).scalars()}
+
+
+def fw(**over: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"device": "fw-hq", "address": "10.20.0.1", "port": 22, "platform": "fortinet",
+                            "reached": True, "version": "v5.6.3,build1547 (GA)",
+                            "ntp": {"synchronized": False}, "config": {"digest": "a" * 64, "first": True}}
+    return {**base, **over}
+
+
+def sw(**over: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"device": "core-sw-01", "address": "10.20.0.2", "port": 22, "platform": "cisco_ios",
+                            "reached": True, "version": "15.9(3)M4",
+                            "ntp": {"synchronized": True, "offset_ms": 0.4, "stratum": 3},
+                            "config": {"digest": "c" * 64, "first": True}}
+    return {**base, **over}
+
+
+def test_each_device_is_its_own_asset_and_judged_like_a_host(sessions: sessionmaker[Session]) -> None:
+    sensor = Sensor(sessions)
+    sensor.report(T0, fw(), sw())
+    tickets = sensor.open_tickets()
+    assert set(tickets) == {("dev:fw-hq", "eol"), ("dev:fw-hq", "ntp")}
+    assert "NET-DEVICES on dev:fw-hq: fw-hq runs v5.6.3,build1547 (GA) (fortios before 6.0)" in tickets[
+        ("dev:fw-hq", "eol")], tickets
+    assert "fw-hq: clock synchronized is false" in tickets[("dev:fw-hq", "ntp")]
+    found = sensor.findings()
+    assert not [k for k in found if k[0] == SENSOR]  # nothing is filed under the sensor
+    assert found[("dev:core-sw-01", "ntp")] == "pass" and found[("dev:core-sw-01", "reachable")] == "pass"
+
+    # The clock is synchronised later: its ticket resolves by itself; the EOL one stays.
+    sensor.report(T0 + dt.timedelta(hours=1), fw(ntp={"synchronized": True, "offset_ms": 2.0}), sw())
+    assert set(sensor.open_tickets()) == {("dev:fw-hq", "eol")}
+
+
+def test_a_config_change_stays_open_after_an_unchanged_run(sessions: sessionmaker[Session]) -> None:
+    sensor = Sensor(sessions)
+    sensor.report(T0, sw())
+    change = {"digest": "d" * 64, "previous_digest": "c" * 64, "changed": True,
+              "diff": "--- previous\n+++ now\n-ip access-list 10 permit 10.0.0.0\n+ip access-list 10 permit any\n"}
+    sensor.report(T0 + dt.timedelta(hours=1), sw(config=change))
+    assert ("dev:core-sw-01", "config") in sensor.open_tickets()
+    with sessions() as s:
+        (ticket,) = s.execute(select(Ticket).where(Ticket.subject == "config")).scalars()
+        assert "permit any" in ticket.evidence["diff"]
+    sensor.report(T0 + dt.timedelta(hours=2), sw(config={"digest": "d" * 64}))
+    assert ("dev:core-sw-01", "config") in sensor.open_tickets()  # an event: people close it
+
+
+def test_an_unreachable_device_fails_reachable_and_passes_nothing(sessions: sessionmaker[Session]) -> None:
+    sensor = Sensor(sessions)
+    sensor.report(T0, sw())
+    sensor.report(T0 + dt.timedelta(hours=1), {
+        "device": "core-sw-01", "address": "10.20.0.2", "port": 22, "platform": "cisco_ios", "reached": False,
+        "error_kind": "host_key_changed",
+        "error": "core-sw-01 (10.20.0.2): HOST KEY CHANGED: the device shows ssh-ed25519 SHA256:new"})
+    tickets = sensor.open_tickets()
+    assert "HOST KEY CHANGED" in tickets[("dev:core-sw-01", "reachable")]
+    found = sensor.findings()
+    assert {found[("dev:core-sw-01", s)] for s in ("eol", "ntp", "config")} == {"unknown"}
