@@ -8,6 +8,7 @@ change is never lost to a full spool: it is reported again on the next run.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 from collections.abc import Iterator
@@ -120,7 +121,7 @@ def _result(d: DeviceSpec, snap: Snapshot, state: Path | None) -> tuple[SshDevic
         diff = config_diff(previous, f.config.text, "previous", "now") if changed and previous is not None else ""
         config = DeviceConfig(f.config.digest, f.config.lines, f.config.redacted, f.config.ignored,
                               first=previous is None, changed=changed, previous_digest=prev_digest,
-                              diff=diff[:MAX_DIFF])
+                              diff=diff[:MAX_DIFF], detected_at=dt.datetime.now(dt.UTC) if changed else None)
         if state is not None:
             remember = (_config_file(state, d.name), f.config.text)
     sigs = tuple(DeviceSignature(s.name, s.version, s.released or "", s.released_at, s.zone_assumed)

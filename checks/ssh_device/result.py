@@ -27,6 +27,7 @@ class DeviceConfig:
     changed: bool = False
     previous_digest: str = ""
     diff: str = ""
+    detected_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,8 @@ class SshDeviceResult(Result):
             msg.config.CopyFrom(ssh_device_pb2.DeviceConfig(
                 digest=c.digest, lines=c.lines, redacted=c.redacted, ignored=c.ignored, first=c.first,
                 changed=c.changed, previous_digest=c.previous_digest, diff=c.diff))
+            if c.detected_at is not None:
+                msg.config.detected_at.FromDatetime(c.detected_at.astimezone(dt.UTC))
         for s in self.signatures:
             sig = msg.signatures.add(name=s.name, version=s.version, released=s.released, zone_assumed=s.zone_assumed)
             if s.released_at is not None:

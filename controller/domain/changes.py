@@ -53,7 +53,8 @@ from controller.baselines import Rule
 from controller.domain import audit
 from controller.errors import Conflict, Forbidden, NotFound
 from controller.judges.fim import fim_expected
-from controller.storage.models import Agent, Change, ChangeRecord
+from controller.judges.ssh_device import ASSET_PREFIX as DEVICE_PREFIX
+from controller.storage.models import Agent, Change, ChangeRecord, Finding
 
 __all__ = [
     "MAX_CLOCK_SKEW",
@@ -249,7 +250,13 @@ def create(
     for pattern in path_list:
         _check_pattern(pattern)
     known = [(a, h, list(t or [])) for a, h, t in session.execute(select(Agent.id, Agent.hostname, Agent.tags))]
-    problems = [p for p in (_asset_problem(e, known) for e in asset_list) if p]
+    # Devices a sensor collects from (dev:<name>) are known once a sensor has reported them.
+    devices = [e for e in asset_list if e.startswith(DEVICE_PREFIX)]
+    reported = set(session.execute(select(Finding.asset).where(Finding.asset.in_(devices)).distinct()).scalars()) \
+        if devices else set()
+    problems = [p for p in ((f"asset {e!r} is no device a sensor has reported (devices are dev:<name> as the "
+                             "baseline names them)" if e not in reported else None)
+                            if e.startswith(DEVICE_PREFIX) else _asset_problem(e, known) for e in asset_list) if p]
     if problems:
         raise UsageError("; ".join(problems))
     change = Change(

@@ -187,6 +187,10 @@ def ingest_reports(
         used = changes.annotate(session, agent_id, agent.hostname, facts, when, agent.tags)
         return {cid: change.reason for cid, change in used.items()}
 
+    def approved_changes_of(asset: str, facts: dict[str, Any]) -> dict[str, str]:
+        used = changes.annotate(session, asset, asset, facts, when, ())
+        return {cid: change.reason for cid, change in used.items()}
+
     def refuse(report: report_pb2.Report, inc: str, why: str) -> None:
         why = integrity.said(why, integrity.MAX_REASON)
         log.warning("agent %s: rejected report %d: %s", agent_id, report.sequence, why)
@@ -194,7 +198,8 @@ def ingest_reports(
         refused.append((report, inc, why))
 
     eol_data = eol_dataset if eol_dataset is not None else eoldata.packaged_dataset()
-    ctx = Context(today=when.date(), eol_dataset=eol_data, approved_changes=approved_changes)
+    ctx = Context(today=when.date(), eol_dataset=eol_data, approved_changes=approved_changes,
+                  approved_changes_of=approved_changes_of)
     for report, inc, raw, why in zip(reports, incs, raws, refusals, strict=True):
         seq = report.sequence
         if why is not None:
@@ -380,6 +385,8 @@ def judge(
         outcomes = evaluate(app.rule, check_id, facts, status, change_reasons, status_message)
         ref = RuleRef.of(app)
         if device is not None:
+            if judge.records_changes:
+                changes.record(session, device, app.rule, facts, result_id, now)
             _judge_other_asset(session, judge, device, ref, outcomes, now, result_id, complete)
             continue
         if book is not None:

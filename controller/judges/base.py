@@ -87,6 +87,9 @@ class Context:
     today: dt.date
     eol_dataset: Any = None
     approved_changes: Callable[[dict[str, Any]], Mapping[str, str]] = field(default=lambda facts: {})
+    # The same for facts about another asset than the reporting agent (a device: ``dev:<name>``).
+    approved_changes_of: Callable[[str, dict[str, Any]], Mapping[str, str]] = field(
+        default=lambda asset, facts: {})
 
 
 @dataclass(frozen=True)

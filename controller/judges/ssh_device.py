@@ -37,6 +37,8 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,59}")
 Platform = Literal["arista_eos", "cisco_asa", "cisco_ios", "cisco_nxos", "cisco_xe", "fortinet", "juniper_junos",
                    "linux", "paloalto_panos"]
 EVENT_PREFIXES = ("config",)
+# The path a device's running configuration has in approved changes (``--paths /running-config``).
+CONFIG_PATH = "/running-config"
 
 
 def _name(v: str) -> str:
@@ -113,6 +115,7 @@ class SshDevice(Judge):
     default_interval_s = 3600
     params_model = SshDeviceParams
     expect_model = SshDeviceExpect
+    records_changes = True  # a change inside an approved window is kept as a change record
 
     def validate(self, facts: dict[str, Any]) -> None:
         device = str(facts.get("device", ""))
@@ -129,9 +132,19 @@ class SshDevice(Judge):
         return subject.startswith(EVENT_PREFIXES)
 
     def prepare(self, facts: dict[str, Any], ctx: Context) -> tuple[dict[str, Any], dict[str, str]]:
-        # The device's lifecycle, from the controller's own dataset (as the eol judge does for hosts).
-        if not facts.get("device") or not facts.get("reached") or not isinstance(ctx.eol_dataset, eoldata.Dataset):
+        if not facts.get("device") or not facts.get("reached"):
             return facts, {}
+        used: dict[str, str] = {}
+        config = facts.get("config") or {}
+        if config.get("changed"):
+            # The change as an event on the device's configuration path, so that an approved change
+            # naming the device (dev:<name>) and /running-config covers it as it covers a file.
+            facts = {**facts, "events": [{"path": CONFIG_PATH, "kind": "MODIFIED", "detected_by": "REALTIME",
+                                          "detected_at": config.get("detected_at") or ""}]}
+            used = dict(ctx.approved_changes_of(ASSET_PREFIX + str(facts["device"]), facts))
+        if not isinstance(ctx.eol_dataset, eoldata.Dataset):
+            return facts, used
+        # The device's lifecycle, from the controller's own dataset (as the eol judge does for hosts).
         match = eoldata.device_match(ctx.eol_dataset, str(facts.get("platform", "")), str(facts.get("version", "")),
                                      ctx.today)
         info: dict[str, Any] = {"known": match.cycle is not None, "reason": match.reason,
@@ -140,7 +153,7 @@ class SshDevice(Judge):
             info.update({"product": match.cycle.product, "cycle": match.cycle.cycle,
                          "eol": match.cycle.ended(ctx.today),
                          "eol_date": match.cycle.eol.isoformat() if isinstance(match.cycle.eol, dt.date) else None})
-        return {**facts, "eol": info}, {}
+        return {**facts, "eol": info}, used
 
     def evaluate(self, rule: Rule, facts: Mapping[str, Any], changes: Mapping[str, str]) -> list[Observation]:
         device = str(facts.get("device", ""))
@@ -160,17 +173,28 @@ class SshDevice(Judge):
         if "ntp" in asked:
             out.append(_ntp(device, facts, want))
         if "config" in asked and facts.get("config", {}).get("changed"):
-            c = facts["config"]
-            out.append(Observation("config", "fail", f"{device}: running configuration changed "
-                                   f"({c.get('previous_digest', '')[:12]} -> {c.get('digest', '')[:12]})",
-                                   {"diff": c.get("diff", ""), "digest": c.get("digest", ""),
-                                    "previous_digest": c.get("previous_digest", "")}))
+            out.append(_config(device, facts, changes))
         limit = want.get("max_signature_age_hours")
         if limit is not None:
             now = dt.datetime.now(dt.UTC)
             for sig in facts.get("signatures", []):
                 out.append(_signature(device, sig, float(limit), now))
         return out
+
+
+def _config(device: str, facts: Mapping[str, Any], changes: Mapping[str, str]) -> Observation:
+    c = facts["config"]
+    shown = f"({c.get('previous_digest', '')[:12]} -> {c.get('digest', '')[:12]})"
+    evidence = {"diff": c.get("diff", ""), "digest": c.get("digest", ""),
+                "previous_digest": c.get("previous_digest", ""), "detected_at": c.get("detected_at", "")}
+    events = facts.get("events") or [{}]
+    change_id = str(events[0].get("expected_change_id", "") or "")
+    if change_id:
+        reason = changes.get(change_id, "")
+        return Observation("config", "pass", f"{device}: running configuration changed {shown} inside approved "
+                           f"change {change_id}" + (f" ({reason})" if reason else ""),
+                           {**evidence, "change_id": change_id})
+    return Observation("config", "fail", f"{device}: running configuration changed {shown}", evidence)
 
 
 def _asks(want: Mapping[str, Any], subject: str) -> bool:

@@ -79,6 +79,10 @@ class Sensor:
             return {(f.asset, f.subject): f.status for f in s.execute(select(Finding)).scalars()}
 
 
+def _t(at: dt.datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
+
+
 def fw(**over: Any) -> dict[str, Any]:
     base: dict[str, Any] = {"device": "fw-hq", "address": "10.20.0.1", "port": 22, "platform": "fortinet",
                             "reached": True, "version": "v5.6.3,build1547 (GA)",
@@ -136,3 +140,36 @@ def test_an_unreachable_device_fails_reachable_and_passes_nothing(sessions: sess
     assert "HOST KEY CHANGED" in tickets[("dev:core-sw-01", "reachable")]
     found = sensor.findings()
     assert {found[("dev:core-sw-01", s)] for s in ("eol", "ntp", "config")} == {"unknown"}
+
+
+def test_a_config_change_inside_an_approved_change_is_a_record_not_a_ticket(sessions: sessionmaker[Session]) -> None:
+    from common.errors import UsageError
+    from controller.domain import changes
+    from controller.storage.models import ChangeRecord
+
+    sensor = Sensor(sessions)
+    with sessions.begin() as s, pytest.raises(UsageError, match="'dev:core-sw-01' is no device a sensor has reported"):
+        changes.create(s, "alice", ["dev:core-sw-01"], ["/running-config"], _t(T0), _t(T0 + dt.timedelta(hours=4)),
+                       "CR-221: open the management ACL", now=T0)
+    sensor.report(T0, sw())
+    with sessions.begin() as s:
+        change = changes.create(s, "alice", ["dev:core-sw-01"], ["/running-config"],
+                                _t(T0 + dt.timedelta(minutes=30)), _t(T0 + dt.timedelta(hours=4)),
+                                "CR-221: open the management ACL", now=T0)
+        changes.approve(s, change.id, "bob", now=T0 + dt.timedelta(minutes=5))
+        cid = change.id
+    at = T0 + dt.timedelta(hours=1)
+    inside = {"digest": "d" * 64, "previous_digest": "c" * 64, "changed": True, "diff": "-a\n+b\n",
+              "detected_at": _t(at)}
+    sensor.report(at, sw(config=inside))
+    assert ("dev:core-sw-01", "config") not in sensor.open_tickets()
+    assert sensor.findings()[("dev:core-sw-01", "config")] == "pass"
+    with sessions() as s:
+        (record,) = s.execute(select(ChangeRecord)).scalars()
+        assert (record.change_id, record.asset, record.path) == (cid, "dev:core-sw-01", "/running-config")
+    # After the window, the same kind of change is a ticket again.
+    late = T0 + dt.timedelta(hours=5)
+    outside = {**inside, "digest": "e" * 64, "previous_digest": "d" * 64,
+               "detected_at": _t(late)}
+    sensor.report(late, sw(config=outside))
+    assert ("dev:core-sw-01", "config") in sensor.open_tickets()

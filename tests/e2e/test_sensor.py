@@ -9,6 +9,7 @@ ticketed as unreachable, naming the fingerprint to verify. No device's ticket is
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import AgentProc, Controller, cli, wait_for
+from tests.e2e.harness import PASSWORD, AgentProc, Controller, cli, wait_for
 from tests.netns import NetnsHost, require_netns
 from tests.sensor.sshd import Sshd, keygen
 
@@ -111,3 +112,23 @@ def test_devices_are_judged_as_their_own_assets(lab: tuple[Controller, AgentProc
     detail = ctl.api("GET", f"/tickets/{change['id']}")
     diff = detail["evidence"]["diff"]
     assert diff.startswith("--- previous") and "\n+" in diff and "ENC " not in diff
+
+    # An approved change for the device's configuration: the change back inside its window is a change
+    # record, not a second occurrence of the ticket.
+    now = dt.datetime.now(dt.UTC)
+    cli("vigil-controller", "user", "create", "--data-dir", str(ctl.data_dir), "--username", "net-ann",
+        "--role", "analyst", "--password-stdin", input=PASSWORD + "\n")
+    change_id = cli("vigil", "--url", ctl.url, "--api-key", ctl.api_key("net-ann"), "change", "create",
+                    "--assets", "dev:fw-hq", "--paths", "/running-config",
+                    "--start", (now - dt.timedelta(minutes=1)).isoformat(),
+                    "--end", (now + dt.timedelta(hours=1)).isoformat(),
+                    "--reason", "CR-42: restore the HQ policy").stdout.strip()
+    ctl.vigil("change", "approve", change_id)
+    before = ctl.api("GET", f"/tickets/{change['id']}")["occurrences"]
+    device["outputs"]["show full-configuration"] = str(OUTPUTS["show full-configuration"])
+    cfg.write_text(json.dumps(device))
+    records = wait_for("the change record", lambda: ctl.api("GET", f"/changes/{change_id}").get("records") or None,
+                       timeout=120, every=0.5)
+    assert [(r["asset"], r["path"]) for r in records] == [("dev:fw-hq", "/running-config")]
+    assert ctl.api("GET", f"/tickets/{change['id']}")["occurrences"] == before
+

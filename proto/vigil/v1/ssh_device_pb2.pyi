@@ -68,6 +68,7 @@ class DeviceConfig(_message.Message):
     CHANGED_FIELD_NUMBER: _builtins.int
     PREVIOUS_DIGEST_FIELD_NUMBER: _builtins.int
     DIFF_FIELD_NUMBER: _builtins.int
+    DETECTED_AT_FIELD_NUMBER: _builtins.int
     digest: _builtins.str
     """sha256 of the normalised text"""
     lines: _builtins.int
@@ -80,6 +81,13 @@ class DeviceConfig(_message.Message):
     previous_digest: _builtins.str
     diff: _builtins.str
     """unified diff of the normalised texts, cut at 64 KiB"""
+    @_builtins.property
+    def detected_at(self) -> _timestamp_pb2.Timestamp:
+        """When the sensor saw the change (the change happened since its previous run); approved change
+        windows are matched against it.
+        Next field: 10
+        """
+
     def __init__(
         self,
         *,
@@ -91,10 +99,11 @@ class DeviceConfig(_message.Message):
         changed: _builtins.bool = ...,
         previous_digest: _builtins.str = ...,
         diff: _builtins.str = ...,
+        detected_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["detected_at", b"detected_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "diff", b"diff", "digest", b"digest", "first", b"first", "ignored", b"ignored", "lines", b"lines", "previous_digest", b"previous_digest", "redacted", b"redacted"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "detected_at", b"detected_at", "diff", b"diff", "digest", b"digest", "first", b"first", "ignored", b"ignored", "lines", b"lines", "previous_digest", b"previous_digest", "redacted", b"redacted"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
