@@ -38,6 +38,12 @@ class Client:
 
     def call(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
              headers: dict[str, str] | None = None) -> Any:
+        payload = self.fetch(method, path, body, raw, headers)
+        return json.loads(payload) if payload else None
+
+    def fetch(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
+              headers: dict[str, str] | None = None) -> bytes:
+        """The response body as bytes (a CSV export); errors as :meth:`call` raises them."""
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         req = urllib.request.Request(self.base + path, data=data, method=method)
         req.add_header("Authorization", f"Bearer {self.key}")
@@ -61,7 +67,7 @@ class Client:
             raise ApiError(f"{method} {path}: HTTP {exc.code}: {detail}") from None
         except urllib.error.URLError as exc:
             raise ApiError(f"cannot reach the controller at {self.base}: {exc.reason}") from None
-        return json.loads(payload) if payload else None
+        return bytes(payload)
 
 
 # The largest baseline file, as the controller's baseline language limits it (controller.baselines.MAX_BYTES;
@@ -143,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     leaf(ag, "list", "list agents")
     leaf(ag, "show", "one agent with its findings").add_argument("id")
     leaf(ag, "revoke", "revoke an agent's certificate (admin)").add_argument("id")
+
+    dv = verb("devices", "network devices that sensors collect from (inventory)")
+    leaf(dv, "list", "list devices: purpose, address, platform, version, support, last collected").add_argument(
+        "--csv", type=Path, default=None, metavar="FILE", help="write the inventory as CSV to FILE (- for stdout)")
 
     tk = verb("tickets", "incident tickets")
     tl = leaf(tk, "list", "list tickets")
@@ -273,6 +283,22 @@ def main_args(args: argparse.Namespace) -> int:
         else:
             out = c.call("POST", f"/agents/{urllib.parse.quote(args.id)}/revoke", {})
             human = f"revoked {out['id']} ({out['hostname']})"
+    elif args.noun == "devices":
+        if args.csv is not None:
+            data = c.fetch("GET", "/devices?format=csv")
+            if str(args.csv) == "-":
+                sys.stdout.write(data.decode("utf-8"))
+                return 0
+            try:
+                args.csv.write_bytes(data)
+            except OSError as exc:
+                raise UsageError(f"cannot write {args.csv}: {exc.strerror}") from None
+            rows = max(data.decode("utf-8").count("\r\n") - 1, 0)
+            print(f"wrote {rows} device(s) to {args.csv}")
+            return 0
+        out = c.call("GET", "/devices")
+        human = table(out, ["name", "address", "platform", "version", "support", "last_collected", "reached",
+                            "open_tickets", "purpose"])
     elif args.noun == "tickets":
         if args.verb == "list":
             q = {k: v for k, v in (("status", args.status), ("severity", args.severity), ("check", args.check)) if v}

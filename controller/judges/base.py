@@ -151,6 +151,15 @@ class Judge:
         from: ``dev:<name>``); None for the agent itself. Its findings and tickets are filed there."""
         return None
 
+    # For an inventory of the assets it files results under: the subject every result observes
+    # ("seen") and the one that carries the support status ("support"), when there are such subjects.
+    inventory_subjects: ClassVar[Mapping[str, str]] = {}
+
+    def declared_assets(self, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The assets other than the agent that a rule's ``params`` name (a sensor's devices), each a dict
+        with at least ``asset`` and ``name``: the inventory lists them before any result arrives."""
+        return []
+
     def event_subject(self, subject: str) -> bool:
         """Whether ``subject`` is an event (a configuration change) rather than a state: a result that does
         not mention it does not resolve it, and a later good result leaves its ticket to people."""

@@ -116,6 +116,7 @@ class SshDevice(Judge):
     params_model = SshDeviceParams
     expect_model = SshDeviceExpect
     records_changes = True  # a change inside an approved window is kept as a change record
+    inventory_subjects = {"seen": "reachable", "support": "eol"}
 
     def validate(self, facts: dict[str, Any]) -> None:
         device = str(facts.get("device", ""))
@@ -127,6 +128,18 @@ class SshDevice(Judge):
     def asset_of(self, facts: Mapping[str, Any]) -> str | None:
         device = str(facts.get("device", "")) if facts else ""
         return ASSET_PREFIX + device if device else None
+
+    def declared_assets(self, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        out = []
+        for d in params.get("devices", []) or []:
+            if not isinstance(d, Mapping) or not d.get("name"):
+                continue
+            port = int(d.get("port", 22) or 22)
+            out.append({"asset": ASSET_PREFIX + str(d["name"]), "name": str(d["name"]),
+                        "address": str(d.get("address", "")), "port": port, "platform": str(d.get("platform", "")),
+                        "credential": str(d.get("credential", "")), "purpose": str(d.get("purpose", "") or ""),
+                        "connection": f"ssh:{port}", "ports_used": [f"tcp/{port}"]})
+        return out
 
     def event_subject(self, subject: str) -> bool:
         return subject.startswith(EVENT_PREFIXES)

@@ -30,6 +30,7 @@ from controller.rest import (
     audit,
     baselines,
     changes,
+    devices,
     eol,
     exceptions,
     findings,
@@ -42,7 +43,7 @@ from controller.rest import (
 from controller.rest.common import AUTH, errors, need, store_unwritable
 
 PREFIX = "/api/v1"
-_RESOURCES = (health, agents, findings, tickets, exceptions, baselines, changes, sweeps, audit, users)
+_RESOURCES = (health, agents, devices, findings, tickets, exceptions, baselines, changes, sweeps, audit, users)
 
 
 def create_app(ctl: Controller) -> FastAPI:

@@ -440,6 +440,15 @@ async def ticket_report(request: Request, ticket_id: int) -> Response:
 # -- agents --------------------------------------------------------------------------------------------
 
 
+@router.get("/devices")
+def devices_page(request: Request) -> Response:
+    from controller.domain import devices
+
+    with page(request) as c:
+        rows = devices.inventory(c.s, c.state.ctl.baselines())
+        return c.render("devices.html", "Devices", devices=rows)
+
+
 @router.get("/agents")
 def agents_page(request: Request) -> Response:
     with page(request) as c:

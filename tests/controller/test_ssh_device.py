@@ -173,3 +173,26 @@ def test_a_config_change_inside_an_approved_change_is_a_record_not_a_ticket(sess
                "detected_at": _t(late)}
     sensor.report(late, sw(config=outside))
     assert ("dev:core-sw-01", "config") in sensor.open_tickets()
+
+
+def test_the_inventory_lists_declared_devices_with_what_they_last_reported(sessions: sessionmaker[Session]) -> None:
+    from controller.domain import devices
+
+    docs = [load_baseline(BASELINE.replace("credential: core}", "credential: core, purpose: '=HYPERLINK(1)'}"),
+                          "b.yaml", CHECK_SPECS)]
+    with sessions() as s:
+        before = devices.inventory(s, docs)
+    assert [(d["name"], d["support"], d["last_collected"]) for d in before] == [
+        ("core-sw-01", "not collected yet", None), ("fw-hq", "not collected yet", None)]
+    Sensor(sessions).report(T0, fw(), sw())
+    with sessions() as s:
+        rows = {d["name"]: d for d in devices.inventory(s, docs)}
+    fw_hq = rows["fw-hq"]
+    assert (fw_hq["support"], fw_hq["reached"], fw_hq["sensor"], fw_hq["open_tickets"]) == (
+        "end of life", True, "sensor-01", 2)
+    assert fw_hq["last_collected"] == "2026-12-01T08:00:00Z" and fw_hq["ports_used"] == ["tcp/22"]
+    assert rows["core-sw-01"]["support"] == "supported" and rows["core-sw-01"]["version"] == "15.9(3)M4"
+    text = devices.csv_text(list(rows.values()))
+    header, *lines = text.split("\r\n")
+    assert header.split(",") == list(devices.CSV_COLUMNS) and len([x for x in lines if x]) == 2
+    assert "'=HYPERLINK(1)" in text  # a formula is never handed to a spreadsheet as one

@@ -102,6 +102,15 @@ def test_devices_are_judged_as_their_own_assets(lab: tuple[Controller, AgentProc
     # Its signature databases are years old.
     assert any(k[0] == "dev:fw-hq" and k[1].startswith("signatures:") for k in tickets)
 
+    # The inventory lists both devices with what the sensor last found (SFA-ETG Art.22), also as CSV.
+    inventory = {d["name"]: d for d in json.loads(ctl.vigil("devices", "list", "--json").stdout)}
+    hq, branch = inventory["fw-hq"], inventory["fw-branch"]
+    assert (hq["version"], hq["support"], hq["reached"], hq["platform"]) == ("5.6.3", "end of life", True, "fortinet")
+    assert hq["sensor_id"] == agent_id and hq["last_collected"] and hq["connection"] == "ssh:22"
+    assert branch["reached"] is False and "host key not trusted" in branch["error"]
+    csv_text = ctl.vigil("devices", "list", "--csv", "-").stdout
+    assert csv_text.startswith("name,asset,purpose,address,connection,platform,version") and "fw-hq" in csv_text
+
     # The running configuration changes on the device: a ticket with the redacted diff.
     cfg = servers[0].dir / "device.json"
     device = json.loads(cfg.read_text())

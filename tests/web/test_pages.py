@@ -16,8 +16,8 @@ from controller.web import stats
 from tests.web.conftest import Web, csrf_of, signed_in
 
 PAGES = ["/", "/tickets", "/tickets?status=all&severity=high&check=ports&q=8000", "/tickets/{tid}", "/agents",
-         "/agents/agt-1", "/baselines", "/baselines/tw-securities-linux", "/changes", "/exceptions", "/audit",
-         "/audit?actor=test&action=user.&object=user"]
+         "/agents/agt-1", "/devices", "/baselines", "/baselines/tw-securities-linux", "/changes", "/exceptions",
+         "/audit", "/audit?actor=test&action=user.&object=user"]
 TEMPLATES = Path(__file__).resolve().parents[2] / "controller" / "web" / "templates"
 
 
