@@ -38,6 +38,7 @@ REGISTRY: tuple[Registered, ...] = (
     Registered("ntp", 1, "checks.ntp", "Ntp"),
     Registered("fim", 1, "checks.fim", "Fim", continuous=True),
     Registered("ssh_device", 1, "checks.ssh_device", "SshDevice"),
+    Registered("netscan", 1, "checks.netscan", "Netscan"),
 )
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests import pg
+from tests.netns import NetnsHost, require_netns
 
 
 @pytest.fixture(scope="session")
@@ -31,3 +32,14 @@ def pg_url(pg_server: pg.PgServer | pg.PgUnavailable) -> Iterator[str]:
         pytest.skip(f"PostgreSQL unavailable: {pg_server}")
     with pg_server.database() as url:
         yield url
+
+
+@pytest.fixture
+def host() -> Iterator[NetnsHost]:
+    """One host in a network namespace of its own, iptables available (skips, saying why, without root)."""
+    require_netns(iptables=True)
+    h = NetnsHost()
+    try:
+        yield h
+    finally:
+        h.close()

@@ -35,6 +35,7 @@ EXPECT: dict[str, dict[str, Any]] = {
     "eol": {"supported": True},
     "ntp": {"synchronized": True},
     "ssh_device": {"supported": True},
+    "netscan": {"allowed": ["tcp/443"]},
 }
 # Fewest cases a check with parameters must have of each kind.
 MIN_ACCEPT, MIN_REFUSE = 4, 6

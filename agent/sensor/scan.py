@@ -84,22 +84,13 @@ class Scope:
 
 def parse_ports(spec: str) -> list[int]:
     """``"22,80,8000-8010"`` -> sorted unique ports; a clear error naming the bad part."""
-    ports: set[int] = set()
-    for part in spec.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        lo, sep, hi = part.partition("-")
-        try:
-            a, b = int(lo), int(hi) if sep else int(lo)
-        except ValueError:
-            raise SensorError(f"ports {spec!r}: {part!r} is not a port or a range a-b") from None
-        if not (1 <= a <= b <= 65535):
-            raise SensorError(f"ports {spec!r}: {part!r} is outside 1-65535 or reversed")
-        ports.update(range(a, b + 1))
-    if not ports:
-        raise SensorError(f"ports {spec!r}: no port given")
-    return sorted(ports)
+    from checks.netscan.ports import PortsError
+    from checks.netscan.ports import parse_ports as parse
+
+    try:
+        return parse(spec)
+    except PortsError as exc:
+        raise SensorError(str(exc)) from None
 
 
 def scan(scope: Scope, target: str, ports: Sequence[int], options: ScanOptions = ScanOptions()) -> list[PortState]:
@@ -117,16 +108,25 @@ def scan_ports(scope: Scope, target: str, ports: Sequence[int], options: ScanOpt
     (``banner`` is None); without the privilege it is a :class:`SensorError`. ``auto``: the SYN scan
     when this process holds the privilege and the target is IPv4, else the connect scan.
     """
+    if chosen_method(scope, target, method) == "connect":
+        return scan(scope, target, ports, options)
+    from agent.sensor import synscan  # scapy is loaded there, and only when a SYN scan runs
+
+    return synscan.syn_scan(scope, target, ports, options)
+
+
+def chosen_method(scope: Scope, target: str, method: ScanMethod = "auto") -> Literal["connect", "syn"]:
+    """The scan :func:`scan_ports` runs for ``method`` on ``target`` (inside ``scope``, else OutOfScope)."""
     if method not in ("auto", "connect", "syn"):
         raise SensorError(f"scan method {method!r}: one of auto, connect, syn")
     address = scope.check(target)
     if method == "connect":
-        return scan(scope, target, ports, options)
-    from agent.sensor import synscan  # scapy is loaded there, and only when a SYN scan runs
+        return "connect"
+    if method == "syn":
+        return "syn"
+    from agent.sensor import synscan
 
-    if method == "auto" and (address.version != 4 or not synscan.has_raw_socket_privilege()):
-        return scan(scope, target, ports, options)
-    return synscan.syn_scan(scope, target, ports, options)
+    return "syn" if address.version == 4 and synscan.has_raw_socket_privilege() else "connect"
 
 
 def _room_for_sockets() -> int:

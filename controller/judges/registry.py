@@ -7,11 +7,11 @@ Ingest, tickets and the transports never compare check ids; they ask the judge o
 from __future__ import annotations
 
 from controller.baselines import CheckSpec
-from controller.judges import agent, av, eol, fim, ntp, ports, ssh_device
+from controller.judges import agent, av, eol, fim, netscan, ntp, ports, ssh_device
 from controller.judges.base import InvalidFacts, Judge
 
 JUDGES: dict[str, Judge] = {j.id: j for j in (ports.JUDGE, agent.JUDGE, av.JUDGE, eol.JUDGE, ntp.JUDGE, fim.JUDGE,
-                                              ssh_device.JUDGE)}
+                                              ssh_device.JUDGE, netscan.JUDGE)}
 # What the baseline language is told about the checks: pass it to ``controller.baselines.load_baseline``.
 CHECK_SPECS: dict[str, CheckSpec] = {check_id: judge.spec() for check_id, judge in JUDGES.items()}
 

@@ -41,13 +41,13 @@ EVENT_PREFIXES = ("config",)
 CONFIG_PATH = "/running-config"
 
 
-def _name(v: str) -> str:
+def valid_name(v: str) -> str:
     if not _NAME.fullmatch(v):
         raise fail(f"device name {v!r}: 1-60 letters, digits, '.', '_' or '-', starting with a letter or digit")
     return v
 
 
-def _network(v: str) -> str:
+def valid_network(v: str) -> str:
     try:
         ipaddress.ip_network(v, strict=False)
     except ValueError:
@@ -55,7 +55,7 @@ def _network(v: str) -> str:
     return v
 
 
-def _address(v: str) -> str:
+def valid_address(v: str) -> str:
     try:
         ipaddress.ip_address(v)
     except ValueError:
@@ -64,8 +64,8 @@ def _address(v: str) -> str:
 
 
 class DeviceParams(StrictModel):
-    name: Annotated[str, AfterValidator(_name)]
-    address: Annotated[str, AfterValidator(_address)]
+    name: Annotated[str, AfterValidator(valid_name)]
+    address: Annotated[str, AfterValidator(valid_address)]
     platform: Platform
     credential: str = Field(min_length=1, max_length=128)
     port: WholeNumber = Field(default=22, ge=1, le=65535)
@@ -75,7 +75,7 @@ class DeviceParams(StrictModel):
 class SshDeviceParams(StrictModel):
     """``ranges`` the sensor may reach (every device must be inside them), the ``devices``, and limits."""
 
-    ranges: list[Annotated[str, AfterValidator(_network)]] = Field(min_length=1)
+    ranges: list[Annotated[str, AfterValidator(valid_network)]] = Field(min_length=1)
     devices: list[DeviceParams] = Field(min_length=1)
     command_timeout_s: float = Field(default=60.0, ge=1, le=600)
     workers: WholeNumber = Field(default=8, ge=1, le=64)

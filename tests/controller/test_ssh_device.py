@@ -196,3 +196,44 @@ def test_the_inventory_lists_declared_devices_with_what_they_last_reported(sessi
     header, *lines = text.split("\r\n")
     assert header.split(",") == list(devices.CSV_COLUMNS) and len([x for x in lines if x]) == 2
     assert "'=HYPERLINK(1)" in text  # a formula is never handed to a spreadsheet as one
+
+
+NETSCAN = """baseline: tw-network-ports
+version: 1
+scope: {tags: [sensor]}
+rules:
+  - id: NET-PORTS
+    check: netscan
+    severity: high
+    interval: 6h
+    params: {ranges: [10.20.0.0/24], targets: [{name: fw-hq, address: 10.20.0.1}]}
+    expect: {allowed: [tcp/443]}
+"""
+
+
+def test_reachable_ports_are_filed_under_the_device_and_resolve_when_closed(sessions: sessionmaker[Session]) -> None:
+    from proto.vigil.v1 import netscan_pb2
+
+    rules = applicable_rules([load_baseline(NETSCAN, "n.yaml", CHECK_SPECS)], ["sensor"])
+
+    def scan(seq: int, at: dt.datetime, *open_ports: int) -> None:
+        reports = []
+        for i, facts in enumerate([{"target": "fw-hq", "address": "10.20.0.1", "method": "connect", "scanned": 1024,
+                                    "open": [{"port": p} for p in open_ports]}, {}]):
+            r = report_pb2.Report(sequence=seq + i, check_id="netscan", check_version=1, task_id=rules[0].task_id,
+                                  status=common_pb2.CheckStatus(kind="OK"))
+            r.collected_at.FromDatetime(at)
+            r.netscan.CopyFrom(ParseDict(facts, netscan_pb2.NetscanResult()))
+            reports.append(r)
+        with sessions.begin() as s:
+            assert all(a.outcome == a.STORED for a in ingest_reports(s, SENSOR, reports, rules, now=at))
+
+    def open_tickets() -> set[tuple[str, str]]:
+        with sessions() as s:
+            return {(t.asset, t.subject) for t in s.execute(select(Ticket)).scalars()
+                    if t.status not in ("resolved", "closed")}
+
+    scan(1, T0, 23, 443)
+    assert open_tickets() == {("dev:fw-hq", "tcp/23")}
+    scan(3, T0 + dt.timedelta(hours=6), 443)
+    assert open_tickets() == set()

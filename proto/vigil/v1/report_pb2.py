@@ -28,18 +28,19 @@ from proto.vigil.v1 import av_pb2 as proto_dot_vigil_dot_v1_dot_av__pb2
 from proto.vigil.v1 import common_pb2 as proto_dot_vigil_dot_v1_dot_common__pb2
 from proto.vigil.v1 import eol_pb2 as proto_dot_vigil_dot_v1_dot_eol__pb2
 from proto.vigil.v1 import fim_pb2 as proto_dot_vigil_dot_v1_dot_fim__pb2
+from proto.vigil.v1 import netscan_pb2 as proto_dot_vigil_dot_v1_dot_netscan__pb2
 from proto.vigil.v1 import ntp_pb2 as proto_dot_vigil_dot_v1_dot_ntp__pb2
 from proto.vigil.v1 import ports_pb2 as proto_dot_vigil_dot_v1_dot_ports__pb2
 from proto.vigil.v1 import ssh_device_pb2 as proto_dot_vigil_dot_v1_dot_ssh__device__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bproto/vigil/v1/report.proto\x12\x08vigil.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1aproto/vigil/v1/agent.proto\x1a\x17proto/vigil/v1/av.proto\x1a\x1bproto/vigil/v1/common.proto\x1a\x18proto/vigil/v1/eol.proto\x1a\x18proto/vigil/v1/fim.proto\x1a\x18proto/vigil/v1/ntp.proto\x1a\x1aproto/vigil/v1/ports.proto\x1a\x1fproto/vigil/v1/ssh_device.proto\"\xdb\x03\n\x06Report\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x30\n\x0c\x63ollected_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x63heck_id\x18\x03 \x01(\t\x12\x15\n\rcheck_version\x18\x04 \x01(\r\x12\x0f\n\x07task_id\x18\x05 \x01(\t\x12%\n\x06status\x18\x06 \x01(\x0b\x32\x15.vigil.v1.CheckStatus\x12&\n\x05ports\x18\n \x01(\x0b\x32\x15.vigil.v1.PortsResultH\x00\x12&\n\x05\x61gent\x18\x0b \x01(\x0b\x32\x15.vigil.v1.AgentResultH\x00\x12 \n\x02\x61v\x18\x0c \x01(\x0b\x32\x12.vigil.v1.AvResultH\x00\x12\"\n\x03\x65ol\x18\r \x01(\x0b\x32\x13.vigil.v1.EolResultH\x00\x12\"\n\x03ntp\x18\x0e \x01(\x0b\x32\x13.vigil.v1.NtpResultH\x00\x12\"\n\x03\x66im\x18\x0f \x01(\x0b\x32\x13.vigil.v1.FimResultH\x00\x12/\n\nssh_device\x18\x11 \x01(\x0b\x32\x19.vigil.v1.SshDeviceResultH\x00\x12\x13\n\x0bincarnation\x18\x10 \x01(\tB\x08\n\x06resultb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bproto/vigil/v1/report.proto\x12\x08vigil.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1aproto/vigil/v1/agent.proto\x1a\x17proto/vigil/v1/av.proto\x1a\x1bproto/vigil/v1/common.proto\x1a\x18proto/vigil/v1/eol.proto\x1a\x18proto/vigil/v1/fim.proto\x1a\x1cproto/vigil/v1/netscan.proto\x1a\x18proto/vigil/v1/ntp.proto\x1a\x1aproto/vigil/v1/ports.proto\x1a\x1fproto/vigil/v1/ssh_device.proto\"\x87\x04\n\x06Report\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x30\n\x0c\x63ollected_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x63heck_id\x18\x03 \x01(\t\x12\x15\n\rcheck_version\x18\x04 \x01(\r\x12\x0f\n\x07task_id\x18\x05 \x01(\t\x12%\n\x06status\x18\x06 \x01(\x0b\x32\x15.vigil.v1.CheckStatus\x12&\n\x05ports\x18\n \x01(\x0b\x32\x15.vigil.v1.PortsResultH\x00\x12&\n\x05\x61gent\x18\x0b \x01(\x0b\x32\x15.vigil.v1.AgentResultH\x00\x12 \n\x02\x61v\x18\x0c \x01(\x0b\x32\x12.vigil.v1.AvResultH\x00\x12\"\n\x03\x65ol\x18\r \x01(\x0b\x32\x13.vigil.v1.EolResultH\x00\x12\"\n\x03ntp\x18\x0e \x01(\x0b\x32\x13.vigil.v1.NtpResultH\x00\x12\"\n\x03\x66im\x18\x0f \x01(\x0b\x32\x13.vigil.v1.FimResultH\x00\x12/\n\nssh_device\x18\x11 \x01(\x0b\x32\x19.vigil.v1.SshDeviceResultH\x00\x12*\n\x07netscan\x18\x12 \x01(\x0b\x32\x17.vigil.v1.NetscanResultH\x00\x12\x13\n\x0bincarnation\x18\x10 \x01(\tB\x08\n\x06resultb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.vigil.v1.report_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REPORT']._serialized_start=296
-  _globals['_REPORT']._serialized_end=771
+  _globals['_REPORT']._serialized_start=326
+  _globals['_REPORT']._serialized_end=845
 # @@protoc_insertion_point(module_scope)

@@ -11,6 +11,7 @@ from proto.vigil.v1 import av_pb2 as _av_pb2
 from proto.vigil.v1 import common_pb2 as _common_pb2
 from proto.vigil.v1 import eol_pb2 as _eol_pb2
 from proto.vigil.v1 import fim_pb2 as _fim_pb2
+from proto.vigil.v1 import netscan_pb2 as _netscan_pb2
 from proto.vigil.v1 import ntp_pb2 as _ntp_pb2
 from proto.vigil.v1 import ports_pb2 as _ports_pb2
 from proto.vigil.v1 import ssh_device_pb2 as _ssh_device_pb2
@@ -42,6 +43,7 @@ class Report(_message.Message):
     NTP_FIELD_NUMBER: _builtins.int
     FIM_FIELD_NUMBER: _builtins.int
     SSH_DEVICE_FIELD_NUMBER: _builtins.int
+    NETSCAN_FIELD_NUMBER: _builtins.int
     INCARNATION_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Monotonically increasing per spool incarnation, never reused within it; the controller stores each
@@ -53,7 +55,7 @@ class Report(_message.Message):
     """The policy task that asked for this run ("" when run by a command without a task)."""
     incarnation: _builtins.str
     """The spool incarnation the sequence belongs to (see Hello.spool_incarnation).
-    Next field: 18
+    Next field: 19
     """
     @_builtins.property
     def collected_at(self) -> _timestamp_pb2.Timestamp: ...
@@ -75,6 +77,8 @@ class Report(_message.Message):
     def fim(self) -> _fim_pb2.FimResult: ...
     @_builtins.property
     def ssh_device(self) -> _ssh_device_pb2.SshDeviceResult: ...
+    @_builtins.property
+    def netscan(self) -> _netscan_pb2.NetscanResult: ...
     def __init__(
         self,
         *,
@@ -91,13 +95,14 @@ class Report(_message.Message):
         ntp: _ntp_pb2.NtpResult | None = ...,
         fim: _fim_pb2.FimResult | None = ...,
         ssh_device: _ssh_device_pb2.SshDeviceResult | None = ...,
+        netscan: _netscan_pb2.NetscanResult | None = ...,
         incarnation: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "av", b"av", "collected_at", b"collected_at", "eol", b"eol", "fim", b"fim", "ntp", b"ntp", "ports", b"ports", "result", b"result", "ssh_device", b"ssh_device", "status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "av", b"av", "collected_at", b"collected_at", "eol", b"eol", "fim", b"fim", "netscan", b"netscan", "ntp", b"ntp", "ports", b"ports", "result", b"result", "ssh_device", b"ssh_device", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "av", b"av", "check_id", b"check_id", "check_version", b"check_version", "collected_at", b"collected_at", "eol", b"eol", "fim", b"fim", "incarnation", b"incarnation", "ntp", b"ntp", "ports", b"ports", "result", b"result", "sequence", b"sequence", "ssh_device", b"ssh_device", "status", b"status", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "av", b"av", "check_id", b"check_id", "check_version", b"check_version", "collected_at", b"collected_at", "eol", b"eol", "fim", b"fim", "incarnation", b"incarnation", "netscan", b"netscan", "ntp", b"ntp", "ports", b"ports", "result", b"result", "sequence", b"sequence", "ssh_device", b"ssh_device", "status", b"status", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["ports", "agent", "av", "eol", "ntp", "fim", "ssh_device"]  # noqa: Y015
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["ports", "agent", "av", "eol", "ntp", "fim", "ssh_device", "netscan"]  # noqa: Y015
     _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
 
