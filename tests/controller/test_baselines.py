@@ -132,7 +132,8 @@ BAD = {
         (2, "version", "must be at least 1"),
         (3, "scope.tags", "must not be empty"),
         (5, "rules[0].id", "must look like NTP-CLOCK: capital letters, digits, '-' and '_'"),
-        (6, "rules[0].check", "unknown check 'ntpd'; known checks: agent, av, eol, fim, netscan, ntp, ports, ssh_device"),
+        (6, "rules[0].check",
+         "unknown check 'ntpd'; known checks: agent, av, eol, fim, netscan, ntp, ports, ssh_device"),
         (7, "rules[0].severity", "must be one of critical, high, medium, low"),
         (8, "rules[0].expect", "must be a mapping"),
         (9, "rules[0].refs", "must be a list"),
@@ -370,7 +371,8 @@ def test_problems_across_rules_are_all_reported_sorted_by_line() -> None:
     assert problems_in(text) == [
         (2, "version", "must be at least 1"),
         (4, "rules[0].expect.x.maxx", "unknown operator; use max, min, max_abs, equals"),
-        (5, "rules[1].check", "unknown check 'nope'; known checks: agent, av, eol, fim, netscan, ntp, ports, ssh_device"),
+        (5, "rules[1].check",
+         "unknown check 'nope'; known checks: agent, av, eol, fim, netscan, ntp, ports, ssh_device"),
         (5, "rules[1].severity", "must be one of critical, high, medium, low"),
         (5, "rules[1].id", "duplicate rule id 'A' (also rules[0]); ids are unique within a baseline"),
     ]
