@@ -28,6 +28,7 @@ class Snapshot:
     problems: dict[str, str] = field(default_factory=dict)
     error: SensorError | None = None
     elapsed_s: float = 0.0
+    outputs: tuple[Output, ...] = ()  # as the device printed them (a check may read more from them)
 
     @property
     def reached(self) -> bool:
@@ -69,4 +70,4 @@ def _snapshot(c: Collected, started: dt.datetime) -> Snapshot:
     if c.error is not None:
         return Snapshot(c.target, started, error=c.error, elapsed_s=c.elapsed_s)
     facts, problems = facts_of(c.target.platform, c.outputs)
-    return Snapshot(c.target, started, facts, problems, None, c.elapsed_s)
+    return Snapshot(c.target, started, facts, problems, None, c.elapsed_s, tuple(c.outputs))

@@ -21,6 +21,7 @@ from checks.ssh_device.result import DeviceConfig, DeviceNtp, DeviceSignature, S
 
 if TYPE_CHECKING:
     from agent.sensor.device import Snapshot
+    from checks.eol.model import EolItem
 
 MAX_DIFF = 64 * 1024
 _ERROR_KINDS = (("UnknownHostKey", "unknown_host_key"), ("HostKeyChanged", "host_key_changed"),
@@ -126,11 +127,24 @@ def _result(d: DeviceSpec, snap: Snapshot, state: Path | None) -> tuple[SshDevic
             remember = (_config_file(state, d.name), f.config.text)
     sigs = tuple(DeviceSignature(s.name, s.version, s.released or "", s.released_at, s.zone_assumed)
                  for s in f.signatures)
+    os_item = _linux_os(snap) if d.platform == "linux" else None
     return SshDeviceResult(
         device=d.name, address=d.address, port=d.port, platform=d.platform, purpose=d.purpose, reached=True,
         vendor=f.vendor or "", os_name=f.os_name or "", version=f.version or "", model=f.model or "",
         serial=f.serial or "", hostname=f.hostname or "", ntp=ntp, config=config, signatures=sigs,
-        problems=dict(snap.problems), elapsed_s=snap.elapsed_s), remember
+        problems=dict(snap.problems), elapsed_s=snap.elapsed_s, os=os_item), remember
+
+
+def _linux_os(snap: Snapshot) -> EolItem | None:
+    """A Linux target's OS as the eol check reports a host's, from its /etc/os-release."""
+    from checks.device.clean import clean_lines
+    from checks.eol.osrelease import os_item, parse_os_release
+
+    out = next((o for o in snap.outputs if o.command == "cat /etc/os-release"), None)
+    if out is None:
+        return None
+    osr = parse_os_release("\n".join(clean_lines(out.text, out.command)))
+    return os_item(osr, source="ssh:/etc/os-release") if osr.id else None
 
 
 def _remember(state: Path | None, remember: tuple[Path, str] | None) -> None:

@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from checks.base import Result
+from checks.eol.model import EolItem
 from proto.vigil.v1 import ssh_device_pb2
 
 
@@ -64,6 +65,7 @@ class SshDeviceResult(Result):
     signatures: tuple[DeviceSignature, ...] = ()
     problems: dict[str, str] = field(default_factory=dict)
     elapsed_s: float = 0.0
+    os: EolItem | None = None
 
     def to_proto(self) -> ssh_device_pb2.SshDeviceResult:
         msg = ssh_device_pb2.SshDeviceResult(
@@ -85,6 +87,8 @@ class SshDeviceResult(Result):
                 changed=c.changed, previous_digest=c.previous_digest, diff=c.diff))
             if c.detected_at is not None:
                 msg.config.detected_at.FromDatetime(c.detected_at.astimezone(dt.UTC))
+        if self.os is not None:
+            msg.os.CopyFrom(self.os.to_proto())
         for s in self.signatures:
             sig = msg.signatures.add(name=s.name, version=s.version, released=s.released, zone_assumed=s.zone_assumed)
             if s.released_at is not None:

@@ -158,10 +158,17 @@ class SshDevice(Judge):
         if not isinstance(ctx.eol_dataset, eoldata.Dataset):
             return facts, used
         # The device's lifecycle, from the controller's own dataset (as the eol judge does for hosts).
+        if facts.get("os"):
+            # A Linux target: its OS item, judged exactly as an agent's host's (os-release, ID_LIKE).
+            (item,) = eoldata.enrich({"items": [facts["os"]]}, ctx.eol_dataset, ctx.today)["items"]
+            info: dict[str, Any] = {"known": bool(item.get("known")), "reason": item.get("lifecycle_reason", ""),
+                                    "dataset": ctx.eol_dataset.label, "product": item.get("product", ""),
+                                    "cycle": item.get("cycle", ""), "eol": not item.get("supported", False),
+                                    "eol_date": item.get("eol_date") or None}
+            return {**facts, "eol": info}, used
         match = eoldata.device_match(ctx.eol_dataset, str(facts.get("platform", "")), str(facts.get("version", "")),
                                      ctx.today)
-        info: dict[str, Any] = {"known": match.cycle is not None, "reason": match.reason,
-                                "dataset": ctx.eol_dataset.label}
+        info = {"known": match.cycle is not None, "reason": match.reason, "dataset": ctx.eol_dataset.label}
         if match.cycle is not None:
             info.update({"product": match.cycle.product, "cycle": match.cycle.cycle,
                          "eol": match.cycle.ended(ctx.today),

@@ -237,3 +237,23 @@ def test_reachable_ports_are_filed_under_the_device_and_resolve_when_closed(sess
     assert open_tickets() == {("dev:fw-hq", "tcp/23")}
     scan(3, T0 + dt.timedelta(hours=6), 443)
     assert open_tickets() == set()
+
+
+def test_a_linux_target_is_judged_by_its_os_release_like_a_host(sessions: sessionmaker[Session]) -> None:
+    linux = BASELINE.replace("- {name: core-sw-01, address: 10.20.0.2, platform: cisco_ios, credential: core}",
+                             "- {name: db-legacy, address: 10.20.0.2, platform: linux, credential: core}")
+    sensor = Sensor(sessions)
+    sensor.rules = applicable_rules([load_baseline(linux, "b.yaml", CHECK_SPECS)], ["sensor"])
+
+    def host(release: str) -> dict[str, Any]:
+        return {"device": "db-legacy", "address": "10.20.0.2", "port": 22, "platform": "linux", "reached": True,
+                "version": release, "ntp": {"synchronized": True, "offset_ms": 1.0},
+                "os": {"kind": "os", "name": f"debian {release}", "product": "debian", "version": release,
+                       "lifecycle": "os", "source": "ssh:/etc/os-release"}}
+
+    sensor.report(T0, host("9"))
+    tickets = sensor.open_tickets()
+    assert "db-legacy runs 9 (debian 9): end of life" in tickets[("dev:db-legacy", "eol")]
+    sensor.report(T0 + dt.timedelta(hours=1), host("12"))
+    assert ("dev:db-legacy", "eol") not in sensor.open_tickets()
+    assert sensor.findings()[("dev:db-legacy", "eol")] == "pass"

@@ -23,9 +23,10 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from proto.vigil.v1 import eol_pb2 as proto_dot_vigil_dot_v1_dot_eol__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fproto/vigil/v1/ssh_device.proto\x12\x08vigil.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"k\n\tDeviceNtp\x12\x14\n\x0csynchronized\x18\x01 \x01(\x08\x12\x16\n\toffset_ms\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x0f\n\x07stratum\x18\x03 \x01(\x05\x12\x11\n\treference\x18\x04 \x01(\tB\x0c\n\n_offset_ms\"\xc8\x01\n\x0c\x44\x65viceConfig\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\r\n\x05lines\x18\x02 \x01(\r\x12\x10\n\x08redacted\x18\x03 \x01(\r\x12\x0f\n\x07ignored\x18\x04 \x01(\r\x12\r\n\x05\x66irst\x18\x05 \x01(\x08\x12\x0f\n\x07\x63hanged\x18\x06 \x01(\x08\x12\x17\n\x0fprevious_digest\x18\x07 \x01(\t\x12\x0c\n\x04\x64iff\x18\x08 \x01(\t\x12/\n\x0b\x64\x65tected_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x89\x01\n\x0f\x44\x65viceSignature\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08released\x18\x03 \x01(\t\x12/\n\x0breleased_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0czone_assumed\x18\x05 \x01(\x08\"\xf2\x03\n\x0fSshDeviceResult\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\r\x12\x10\n\x08platform\x18\x04 \x01(\t\x12\x0f\n\x07purpose\x18\x05 \x01(\t\x12\x0f\n\x07reached\x18\x06 \x01(\x08\x12\x12\n\nerror_kind\x18\x07 \x01(\t\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x0e\n\x06vendor\x18\t \x01(\t\x12\x0f\n\x07os_name\x18\n \x01(\t\x12\x0f\n\x07version\x18\x0b \x01(\t\x12\r\n\x05model\x18\x0c \x01(\t\x12\x0e\n\x06serial\x18\r \x01(\t\x12\x10\n\x08hostname\x18\x0e \x01(\t\x12 \n\x03ntp\x18\x0f \x01(\x0b\x32\x13.vigil.v1.DeviceNtp\x12&\n\x06\x63onfig\x18\x10 \x01(\x0b\x32\x16.vigil.v1.DeviceConfig\x12-\n\nsignatures\x18\x11 \x03(\x0b\x32\x19.vigil.v1.DeviceSignature\x12\x39\n\x08problems\x18\x12 \x03(\x0b\x32\'.vigil.v1.SshDeviceResult.ProblemsEntry\x12\x11\n\telapsed_s\x18\x13 \x01(\x01\x1a/\n\rProblemsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fproto/vigil/v1/ssh_device.proto\x12\x08vigil.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18proto/vigil/v1/eol.proto\"k\n\tDeviceNtp\x12\x14\n\x0csynchronized\x18\x01 \x01(\x08\x12\x16\n\toffset_ms\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x0f\n\x07stratum\x18\x03 \x01(\x05\x12\x11\n\treference\x18\x04 \x01(\tB\x0c\n\n_offset_ms\"\xc8\x01\n\x0c\x44\x65viceConfig\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\r\n\x05lines\x18\x02 \x01(\r\x12\x10\n\x08redacted\x18\x03 \x01(\r\x12\x0f\n\x07ignored\x18\x04 \x01(\r\x12\r\n\x05\x66irst\x18\x05 \x01(\x08\x12\x0f\n\x07\x63hanged\x18\x06 \x01(\x08\x12\x17\n\x0fprevious_digest\x18\x07 \x01(\t\x12\x0c\n\x04\x64iff\x18\x08 \x01(\t\x12/\n\x0b\x64\x65tected_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x89\x01\n\x0f\x44\x65viceSignature\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08released\x18\x03 \x01(\t\x12/\n\x0breleased_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0czone_assumed\x18\x05 \x01(\x08\"\x91\x04\n\x0fSshDeviceResult\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\r\x12\x10\n\x08platform\x18\x04 \x01(\t\x12\x0f\n\x07purpose\x18\x05 \x01(\t\x12\x0f\n\x07reached\x18\x06 \x01(\x08\x12\x12\n\nerror_kind\x18\x07 \x01(\t\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x0e\n\x06vendor\x18\t \x01(\t\x12\x0f\n\x07os_name\x18\n \x01(\t\x12\x0f\n\x07version\x18\x0b \x01(\t\x12\r\n\x05model\x18\x0c \x01(\t\x12\x0e\n\x06serial\x18\r \x01(\t\x12\x10\n\x08hostname\x18\x0e \x01(\t\x12 \n\x03ntp\x18\x0f \x01(\x0b\x32\x13.vigil.v1.DeviceNtp\x12&\n\x06\x63onfig\x18\x10 \x01(\x0b\x32\x16.vigil.v1.DeviceConfig\x12-\n\nsignatures\x18\x11 \x03(\x0b\x32\x19.vigil.v1.DeviceSignature\x12\x39\n\x08problems\x18\x12 \x03(\x0b\x32\'.vigil.v1.SshDeviceResult.ProblemsEntry\x12\x11\n\telapsed_s\x18\x13 \x01(\x01\x12\x1d\n\x02os\x18\x14 \x01(\x0b\x32\x11.vigil.v1.EolItem\x1a/\n\rProblemsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,14 +35,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SSHDEVICERESULT_PROBLEMSENTRY']._loaded_options = None
   _globals['_SSHDEVICERESULT_PROBLEMSENTRY']._serialized_options = b'8\001'
-  _globals['_DEVICENTP']._serialized_start=78
-  _globals['_DEVICENTP']._serialized_end=185
-  _globals['_DEVICECONFIG']._serialized_start=188
-  _globals['_DEVICECONFIG']._serialized_end=388
-  _globals['_DEVICESIGNATURE']._serialized_start=391
-  _globals['_DEVICESIGNATURE']._serialized_end=528
-  _globals['_SSHDEVICERESULT']._serialized_start=531
-  _globals['_SSHDEVICERESULT']._serialized_end=1029
-  _globals['_SSHDEVICERESULT_PROBLEMSENTRY']._serialized_start=982
-  _globals['_SSHDEVICERESULT_PROBLEMSENTRY']._serialized_end=1029
+  _globals['_DEVICENTP']._serialized_start=104
+  _globals['_DEVICENTP']._serialized_end=211
+  _globals['_DEVICECONFIG']._serialized_start=214
+  _globals['_DEVICECONFIG']._serialized_end=414
+  _globals['_DEVICESIGNATURE']._serialized_start=417
+  _globals['_DEVICESIGNATURE']._serialized_end=554
+  _globals['_SSHDEVICERESULT']._serialized_start=557
+  _globals['_SSHDEVICERESULT']._serialized_end=1086
+  _globals['_SSHDEVICERESULT_PROBLEMSENTRY']._serialized_start=1039
+  _globals['_SSHDEVICERESULT_PROBLEMSENTRY']._serialized_end=1086
 # @@protoc_insertion_point(module_scope)

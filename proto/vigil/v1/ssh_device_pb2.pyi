@@ -11,6 +11,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from proto.vigil.v1 import eol_pb2 as _eol_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -189,6 +190,7 @@ class SshDeviceResult(_message.Message):
     SIGNATURES_FIELD_NUMBER: _builtins.int
     PROBLEMS_FIELD_NUMBER: _builtins.int
     ELAPSED_S_FIELD_NUMBER: _builtins.int
+    OS_FIELD_NUMBER: _builtins.int
     device: _builtins.str
     """the device's name in the baseline"""
     address: _builtins.str
@@ -210,7 +212,6 @@ class SshDeviceResult(_message.Message):
     serial: _builtins.str
     hostname: _builtins.str
     elapsed_s: _builtins.float
-    """Next field: 20"""
     @_builtins.property
     def ntp(self) -> Global___DeviceNtp: ...
     @_builtins.property
@@ -220,6 +221,13 @@ class SshDeviceResult(_message.Message):
     @_builtins.property
     def problems(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Commands whose output did not parse, with why (the others' facts still count)."""
+
+    @_builtins.property
+    def os(self) -> _eol_pb2.EolItem:
+        """A Linux target: its OS as the eol check reports a host's (from /etc/os-release), so the controller
+        judges it with the same lifecycle as an agent's host.
+        Next field: 21
+        """
 
     def __init__(
         self,
@@ -243,10 +251,11 @@ class SshDeviceResult(_message.Message):
         signatures: _abc.Iterable[Global___DeviceSignature] | None = ...,
         problems: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         elapsed_s: _builtins.float = ...,
+        os: _eol_pb2.EolItem | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "ntp", b"ntp"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["config", b"config", "ntp", b"ntp", "os", b"os"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "config", b"config", "device", b"device", "elapsed_s", b"elapsed_s", "error", b"error", "error_kind", b"error_kind", "hostname", b"hostname", "model", b"model", "ntp", b"ntp", "os_name", b"os_name", "platform", b"platform", "port", b"port", "problems", b"problems", "purpose", b"purpose", "reached", b"reached", "serial", b"serial", "signatures", b"signatures", "vendor", b"vendor", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "config", b"config", "device", b"device", "elapsed_s", b"elapsed_s", "error", b"error", "error_kind", b"error_kind", "hostname", b"hostname", "model", b"model", "ntp", b"ntp", "os", b"os", "os_name", b"os_name", "platform", b"platform", "port", b"port", "problems", b"problems", "purpose", b"purpose", "reached", b"reached", "serial", b"serial", "signatures", b"signatures", "vendor", b"vendor", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -119,3 +119,19 @@ def test_params_are_checked_before_anything_is_sent() -> None:
     with pytest.raises(SshDeviceArgsError, match=r"fw \(10.9.0.1\) is outside the ranges"):
         SshDeviceArgs.from_params({"ranges": ["10.20.0.0/24"], "devices": [
             {"name": "fw", "address": "10.9.0.1", "platform": "fortinet", "credential": "c"}]})
+
+
+def test_a_linux_target_reports_its_os_as_an_agents_host_would(sensor: tuple[Path, Path], tmp_path: Path) -> None:
+    from checks.eol.osrelease import os_item, parse_os_release
+
+    data, key = sensor
+    host = Sshd(tmp_path / "linux", Path(f"{key}.pub"))  # real commands: this machine's own os-release
+    try:
+        HostKeyStore(data).pin(host.host, host.port, presented_key(host.host, host.port))
+        (r, _run) = SshDevice().collect(_args({"name": "db-legacy", "address": host.host, "port": host.port,
+                                                "platform": "linux", "credential": "fw"}),
+                                         Context(data_dir=data, state_dir=tmp_path / "state"))
+        assert r.reached, r.error
+        assert r.os == os_item(parse_os_release(Path("/etc/os-release").read_text()), source="ssh:/etc/os-release")
+    finally:
+        host.stop()
