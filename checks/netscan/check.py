@@ -34,6 +34,7 @@ class NetscanArgsError(CheckError, ValueError):
 class Target:
     name: str
     address: str
+    agent: str = ""  # the agent running on the target, when one does (id or hostname)
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,10 @@ class NetscanArgs(Args):
                 raise NetscanArgsError(f"netscan params: targets[{i}]: {t['address']!r} is not an IP address") from None
             if not any(address in n for n in nets):
                 raise NetscanArgsError(f"netscan params: targets[{i}]: {t['name']} ({address}) is outside the ranges")
-            targets.append(Target(t["name"], str(address)))
+            agent = t.get("agent", "")
+            if not isinstance(agent, str):
+                raise NetscanArgsError(f"netscan params: targets[{i}]: agent must be an agent id or hostname")
+            targets.append(Target(t["name"], str(address), agent))
         if len({t.name for t in targets}) != len(targets):
             raise NetscanArgsError("netscan params: target names must be unique")
         ports = params.get("ports", "1-1024")
@@ -99,12 +103,14 @@ class NetscanResult(Result):
     scanned: int = 0
     error: str = ""
     elapsed_s: float = 0.0
+    agent: str = ""
 
     def to_proto(self) -> netscan_pb2.NetscanResult:
         return netscan_pb2.NetscanResult(
             target=self.target, address=self.address, method=self.method,
             open=[netscan_pb2.NetscanPort(port=p, banner=b[:256]) for p, b in self.open], closed=self.closed,
-            filtered=self.filtered, scanned=self.scanned, error=self.error[:2000], elapsed_s=round(self.elapsed_s, 3))
+            filtered=self.filtered, scanned=self.scanned, error=self.error[:2000], elapsed_s=round(self.elapsed_s, 3),
+            agent=self.agent)
 
 
 class Netscan(Check[NetscanArgs, NetscanResult]):
@@ -132,12 +138,13 @@ class Netscan(Check[NetscanArgs, NetscanResult]):
                 method = chosen_method(scope, t.address, args.method)  # type: ignore[arg-type]
                 states = scan_ports(scope, t.address, ports, options, method)
             except SensorError as exc:
-                result = NetscanResult(t.name, t.address, error=str(exc), elapsed_s=time.monotonic() - start)
+                result = NetscanResult(t.name, t.address, error=str(exc), elapsed_s=time.monotonic() - start,
+                                       agent=t.agent)
             else:
                 result = NetscanResult(
                     t.name, t.address, method, tuple((s.port, s.banner or "") for s in states if s.state == "open"),
                     sum(1 for s in states if s.state == "closed"), sum(1 for s in states if s.state == "filtered"),
-                    len(states), elapsed_s=time.monotonic() - start)
+                    len(states), elapsed_s=time.monotonic() - start, agent=t.agent)
             if ctx.emit is None:
                 yield result
                 continue

@@ -191,6 +191,17 @@ def ingest_reports(
         used = changes.annotate(session, asset, asset, facts, when, ())
         return {cid: change.reason for cid, change in used.items()}
 
+    def listeners_of(ref: str) -> tuple[str, list[dict[str, Any]] | None] | None:
+        host = session.execute(select(Agent.id).where((Agent.id == ref) | (Agent.hostname == ref))
+                               .order_by(Agent.enrolled_at.desc()).limit(1)).scalar_one_or_none()
+        if host is None:
+            return None
+        providers = [cid for cid, j in JUDGES.items() if "listeners" in j.provides]
+        facts = session.execute(select(Result.facts).where(Result.agent_id == host, Result.check_id.in_(providers),
+                                                           Result.status.in_(JUDGEABLE))
+                                .order_by(Result.id.desc()).limit(1)).scalar_one_or_none()
+        return host, (list(facts.get("listeners", [])) if isinstance(facts, dict) else None)
+
     def refuse(report: report_pb2.Report, inc: str, why: str) -> None:
         why = integrity.said(why, integrity.MAX_REASON)
         log.warning("agent %s: rejected report %d: %s", agent_id, report.sequence, why)
@@ -199,7 +210,7 @@ def ingest_reports(
 
     eol_data = eol_dataset if eol_dataset is not None else eoldata.packaged_dataset()
     ctx = Context(today=when.date(), eol_dataset=eol_data, approved_changes=approved_changes,
-                  approved_changes_of=approved_changes_of)
+                  approved_changes_of=approved_changes_of, listeners_of=listeners_of)
     for report, inc, raw, why in zip(reports, incs, raws, refusals, strict=True):
         seq = report.sequence
         if why is not None:
@@ -420,6 +431,8 @@ def _judge_other_asset(session: Session, judge: Judge, asset: str, ref: RuleRef,
     under that asset. A complete result settles its states; its events (a configuration change) stay
     until people handle them, and a result that does not mention one leaves it as it was."""
     book = Book(session, asset, now)
+    host = session.get(Agent, asset)  # a host with an agent of its own, scanned by a sensor
+    name = host.hostname if host is not None else asset
     states = [o for o in outcomes if not judge.event_subject(o.subject)]
     events = [o for o in outcomes if judge.event_subject(o.subject)]
     gone: dict[str, str] = {}
@@ -428,8 +441,8 @@ def _judge_other_asset(session: Session, judge: Judge, asset: str, ref: RuleRef,
         gone = {subject: f"{subject} no longer observed" for (baseline, rule_id, subject), f in book.findings.items()
                 if baseline == ref.baseline and rule_id == ref.rule_id and f.status != PASS and subject not in seen
                 and not judge.event_subject(subject)}
-    apply_outcomes(session, asset, asset, ref, states, now, result_id, complete=False, book=book, settled=gone)
+    apply_outcomes(session, asset, name, ref, states, now, result_id, complete=False, book=book, settled=gone)
     if events:
-        apply_outcomes(session, asset, asset, ref, events, now, result_id, complete=False, book=book,
+        apply_outcomes(session, asset, name, ref, events, now, result_id, complete=False, book=book,
                        auto_resolve=False)
 

@@ -90,6 +90,9 @@ class Context:
     # The same for facts about another asset than the reporting agent (a device: ``dev:<name>``).
     approved_changes_of: Callable[[str, dict[str, Any]], Mapping[str, str]] = field(
         default=lambda asset, facts: {})
+    # An enrolled agent (by id or hostname): (its id, the listening sockets it last reported, or None
+    # when it never reported any); None when there is no such agent.
+    listeners_of: Callable[[str], tuple[str, list[dict[str, Any]] | None] | None] = field(default=lambda ref: None)
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,9 @@ class Judge:
         from: ``dev:<name>``); None for the agent itself. Its findings and tickets are filed there."""
         return None
 
+    # What other judges may read from this check's latest result of an agent ("listeners": the
+    # listening sockets an agent reports, for the sensor's comparison with what is reachable).
+    provides: ClassVar[frozenset[str]] = frozenset()
     # For an inventory of the assets it files results under: the subject every result observes
     # ("seen") and the one that carries the support status ("support"), when there are such subjects.
     inventory_subjects: ClassVar[Mapping[str, str]] = {}

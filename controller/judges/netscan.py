@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, model_validator
 
 from controller.baselines import Rule, StrictModel, fail
-from controller.judges.base import InvalidFacts, Judge, Observation, cannot_judge
+from controller.judges.base import Context, InvalidFacts, Judge, Observation, cannot_judge
 from controller.judges.ssh_device import ASSET_PREFIX, valid_address, valid_name, valid_network
 
 _PORT_ITEM = re.compile(r"\s*\d{1,5}(\s*-\s*\d{1,5})?\s*")
@@ -39,6 +39,9 @@ def _ports(v: str) -> str:
 class TargetParams(StrictModel):
     name: Annotated[str, AfterValidator(valid_name)]
     address: Annotated[str, AfterValidator(valid_address)]
+    # The agent running on the target (id or hostname): its findings go to that agent's asset, and a
+    # reachable port its agent does not report listening (or only on loopback) is a finding of its own.
+    agent: str | None = Field(default=None, min_length=1, max_length=255)
 
 
 class NetscanParams(StrictModel):
@@ -92,7 +95,20 @@ class Netscan(Judge):
 
     def asset_of(self, facts: Mapping[str, Any]) -> str | None:
         target = str(facts.get("target", "")) if facts else ""
-        return ASSET_PREFIX + target if target else None
+        if not target:
+            return None
+        return str(facts.get("agent_id") or "") or ASSET_PREFIX + target
+
+    def prepare(self, facts: dict[str, Any], ctx: Context) -> tuple[dict[str, Any], dict[str, str]]:
+        # What the target's own agent reports listening, for the comparison only the sensor can make.
+        ref = str(facts.get("agent", "") or "")
+        if not ref or facts.get("error"):
+            return facts, {}
+        found = ctx.listeners_of(ref)
+        if found is None:
+            return {**facts, "agent_missing": True}, {}
+        agent_id, listeners = found
+        return {**facts, "agent_id": agent_id, "agent_listeners": listeners}, {}
 
     def evaluate(self, rule: Rule, facts: Mapping[str, Any], changes: Mapping[str, str]) -> list[Observation]:
         target = str(facts.get("target", ""))
@@ -102,6 +118,9 @@ class Netscan(Judge):
             return [cannot_judge("scanned", f"{target} could not be scanned: {facts['error']}")]
         allowed = {int(a.split("/")[1]) for a in rule.expect.get("allowed", [])}
         out = []
+        if facts.get("agent_missing"):
+            out.append(cannot_judge("agent", f"{target}: no enrolled agent {facts.get('agent')!r} to compare "
+                                              "the reachable ports with"))
         for p in facts.get("open", []):
             port = int(p.get("port", 0))
             banner = str(p.get("banner", ""))
@@ -113,7 +132,41 @@ class Netscan(Judge):
             else:
                 out.append(Observation(f"tcp/{port}", "fail", f"{target}: tcp/{port} is reachable from the network "
                                        f"and not allowed{said}", evidence))
+            if "agent_listeners" in facts:
+                out.append(_exposure(target, port, str(facts.get("address", "")), facts.get("agent_listeners")))
         return out
+
+
+_WILDCARDS = ("0.0.0.0", "::", "*", "")
+
+
+def _exposure(target: str, port: int, address: str, listeners: Any) -> Observation:
+    """A reachable port against what the target's own agent reports listening on it."""
+    subject = f"exposure/tcp/{port}"
+    if listeners is None:
+        return cannot_judge(subject, f"{target}: its agent has reported no listening sockets yet")
+    on_port = [lst for lst in listeners if str(lst.get("proto", "")).startswith("tcp") and
+               int(lst.get("port", 0) or 0) == port]
+    binds = sorted({str(lst.get("address", "")) for lst in on_port})
+    evidence = {"address": address, "agent_listeners": on_port[:20]}
+    if any(b in _WILDCARDS or b == address for b in binds):
+        return Observation(subject, "pass", f"{target}: tcp/{port} is reachable and its agent reports it listening",
+                           evidence)
+    if binds and all(_loopback(b) for b in binds):
+        return Observation(subject, "fail", f"{target}: tcp/{port} is reachable from the network although its agent "
+                           f"reports it listening on loopback only ({', '.join(binds)})", evidence)
+    if binds:
+        return Observation(subject, "fail", f"{target}: tcp/{port} is reachable on {address}, which its agent does not "
+                           f"report listening on ({', '.join(binds)})", evidence)
+    return Observation(subject, "fail", f"{target}: tcp/{port} is reachable from the network but its agent reports "
+                       "no listener on it (a forwarded port, another host answering, or a hidden service)", evidence)
+
+
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 JUDGE = Netscan()

@@ -226,6 +226,7 @@ def _allowed_by(entries: Iterable[AllowEntry], lst: _Listener) -> AllowEntry | N
 class Ports(Judge):
     id = "ports"
     default_interval_s = 300
+    provides = frozenset({"listeners"})
     params_model = PortsParams
     expect_model = PortsExpect
 

@@ -257,3 +257,50 @@ def test_a_linux_target_is_judged_by_its_os_release_like_a_host(sessions: sessio
     sensor.report(T0 + dt.timedelta(hours=1), host("12"))
     assert ("dev:db-legacy", "eol") not in sensor.open_tickets()
     assert sensor.findings()[("dev:db-legacy", "eol")] == "pass"
+
+
+def test_reachable_ports_are_compared_with_what_the_hosts_own_agent_reports(sessions: sessionmaker[Session]) -> None:
+    """The comparison only a sensor can make: reachable from the network vs reported listening."""
+    from proto.vigil.v1 import netscan_pb2, ports_pb2
+
+    host_id = "agt-0000000000000web"
+    with sessions.begin() as s:
+        s.add(Agent(id=host_id, hostname="web-01", enrolled_at=T0, cert_serial="2", cert_not_after=T0, tags=["web"],
+                    max_sequence=0, status="online", checks=[{"check_id": "ports", "version": 1}]))
+    ports_rules = applicable_rules([load_baseline(
+        "baseline: web\nversion: 1\nrules:\n  - {id: PORTS, check: ports, severity: high, interval: 5m,\n"
+        "     expect: {listening: {allow: [tcp/22, tcp/127.0.0.1:5432]}}}\n", "w.yaml", CHECK_SPECS)], ["web"])
+    r = report_pb2.Report(sequence=1, check_id="ports", check_version=1, task_id=ports_rules[0].task_id,
+                          status=common_pb2.CheckStatus(kind="OK"))
+    r.collected_at.FromDatetime(T0)
+    r.ports.CopyFrom(ports_pb2.PortsResult(listeners=[
+        ports_pb2.PortsListener(proto="tcp", address="0.0.0.0", port=22, process="sshd", owner_known=True),
+        ports_pb2.PortsListener(proto="tcp", address="127.0.0.1", port=5432, process="postgres", owner_known=True)]))
+    with sessions.begin() as s:
+        ingest_reports(s, host_id, [r], ports_rules, now=T0)
+
+    baseline = NETSCAN.replace("targets: [{name: fw-hq, address: 10.20.0.1}]",
+                               "targets: [{name: web-01, address: 10.20.0.5, agent: web-01}, "
+                               "{name: ghost, address: 10.20.0.6, agent: nobody}]")
+    baseline = baseline.replace("allowed: [tcp/443]", "allowed: [tcp/22, tcp/5432, tcp/8080]")
+    rules = applicable_rules([load_baseline(baseline, "n.yaml", CHECK_SPECS)], ["sensor"])
+    reports = []
+    for i, facts in enumerate([
+            {"target": "web-01", "address": "10.20.0.5", "agent": "web-01", "method": "connect",
+             "open": [{"port": 22}, {"port": 5432}, {"port": 8080}]},
+            {"target": "ghost", "address": "10.20.0.6", "agent": "nobody", "method": "connect", "open": []}, {}]):
+        rep = report_pb2.Report(sequence=10 + i, check_id="netscan", check_version=1, task_id=rules[0].task_id,
+                                status=common_pb2.CheckStatus(kind="OK"))
+        rep.collected_at.FromDatetime(T0)
+        rep.netscan.CopyFrom(ParseDict(facts, netscan_pb2.NetscanResult()))
+        reports.append(rep)
+    with sessions.begin() as s:
+        ingest_reports(s, SENSOR, reports, rules, now=T0 + dt.timedelta(minutes=1))
+    with sessions() as s:
+        found = {(f.asset, f.subject): (f.status, f.message) for f in s.execute(select(Finding)).scalars()}
+        titles = {t.subject: t.title for t in s.execute(select(Ticket).where(Ticket.asset == host_id)).scalars()}
+    assert found[(host_id, "exposure/tcp/22")][0] == "pass"
+    assert "listening on loopback only (127.0.0.1)" in found[(host_id, "exposure/tcp/5432")][1]
+    assert "its agent reports no listener on it" in found[(host_id, "exposure/tcp/8080")][1]
+    assert titles["exposure/tcp/8080"].startswith("NET-PORTS on web-01: ")  # filed under the host, by its name
+    assert found[("dev:ghost", "agent")][0] == "unknown"

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cproto/vigil/v1/netscan.proto\x12\x08vigil.v1\"+\n\x0bNetscanPort\x12\x0c\n\x04port\x18\x01 \x01(\r\x12\x0e\n\x06\x62\x61nner\x18\x02 \x01(\t\"\xba\x01\n\rNetscanResult\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12#\n\x04open\x18\x04 \x03(\x0b\x32\x15.vigil.v1.NetscanPort\x12\x0e\n\x06\x63losed\x18\x05 \x01(\r\x12\x10\n\x08\x66iltered\x18\x06 \x01(\r\x12\x0f\n\x07scanned\x18\x07 \x01(\r\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x11\n\telapsed_s\x18\t \x01(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cproto/vigil/v1/netscan.proto\x12\x08vigil.v1\"+\n\x0bNetscanPort\x12\x0c\n\x04port\x18\x01 \x01(\r\x12\x0e\n\x06\x62\x61nner\x18\x02 \x01(\t\"\xc9\x01\n\rNetscanResult\x12\x0e\n\x06target\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12#\n\x04open\x18\x04 \x03(\x0b\x32\x15.vigil.v1.NetscanPort\x12\x0e\n\x06\x63losed\x18\x05 \x01(\r\x12\x10\n\x08\x66iltered\x18\x06 \x01(\r\x12\x0f\n\x07scanned\x18\x07 \x01(\r\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x11\n\telapsed_s\x18\t \x01(\x01\x12\r\n\x05\x61gent\x18\n \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,5 +34,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NETSCANPORT']._serialized_start=42
   _globals['_NETSCANPORT']._serialized_end=85
   _globals['_NETSCANRESULT']._serialized_start=88
-  _globals['_NETSCANRESULT']._serialized_end=274
+  _globals['_NETSCANRESULT']._serialized_end=289
 # @@protoc_insertion_point(module_scope)

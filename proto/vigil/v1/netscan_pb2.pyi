@@ -57,6 +57,7 @@ class NetscanResult(_message.Message):
     SCANNED_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     ELAPSED_S_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
     target: _builtins.str
     """the target's name in the rule ("" for the run's own report)"""
     address: _builtins.str
@@ -70,7 +71,11 @@ class NetscanResult(_message.Message):
     error: _builtins.str
     """why the target could not be scanned at all"""
     elapsed_s: _builtins.float
-    """Next field: 10"""
+    agent: _builtins.str
+    """The agent running on the target, as the rule names it (id or hostname; "" when none): the
+    controller compares what is reachable with what that agent reports listening.
+    Next field: 11
+    """
     @_builtins.property
     def open(self) -> _containers.RepeatedCompositeFieldContainer[Global___NetscanPort]:
         """the ports that completed a handshake, in port order"""
@@ -87,10 +92,11 @@ class NetscanResult(_message.Message):
         scanned: _builtins.int = ...,
         error: _builtins.str = ...,
         elapsed_s: _builtins.float = ...,
+        agent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "closed", b"closed", "elapsed_s", b"elapsed_s", "error", b"error", "filtered", b"filtered", "method", b"method", "open", b"open", "scanned", b"scanned", "target", b"target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "agent", b"agent", "closed", b"closed", "elapsed_s", b"elapsed_s", "error", b"error", "filtered", b"filtered", "method", b"method", "open", b"open", "scanned", b"scanned", "target", b"target"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
