@@ -30,6 +30,26 @@ class CheckError(VigilError):
     kind: str = "ERROR"
 
 
+class ParamsError(CheckError, ValueError):
+    """A rule's ``params`` the check cannot run with."""
+
+
+def networks_param(params: Mapping[str, Any], check_id: str, key: str = "ranges") -> list[Any]:
+    """``params[key]``: a non-empty list of networks ("10.20.0.0/24", "2001:db8::/64", "10.0.0.5"), parsed."""
+    import ipaddress
+
+    ranges = params.get(key)
+    if not isinstance(ranges, list) or not ranges or not all(isinstance(r, str) for r in ranges):
+        raise ParamsError(f"{check_id} params: {key} must be a non-empty list of networks")
+    out: list[Any] = []
+    for r in ranges:
+        try:
+            out.append(ipaddress.ip_network(r, strict=False))
+        except ValueError:
+            raise ParamsError(f"{check_id} params: {key}: {r!r} is not a network") from None
+    return out
+
+
 class UnsupportedPlatform(CheckError):
     kind = "UNSUPPORTED"
 

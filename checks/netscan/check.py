@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from checks.base import Args, Check, CheckError, Context, Result, Undelivered
+from checks.base import Args, Check, CheckError, Context, Result, Undelivered, networks_param
 from proto.vigil.v1 import netscan_pb2
 
 MAX_PORTS = 65535
@@ -47,13 +47,8 @@ class NetscanArgs(Args):
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> NetscanArgs:
-        ranges = params.get("ranges")
-        if not isinstance(ranges, list) or not ranges or not all(isinstance(r, str) for r in ranges):
-            raise NetscanArgsError("netscan params: ranges must be a non-empty list of networks")
-        try:
-            nets = [ipaddress.ip_network(r, strict=False) for r in ranges]
-        except ValueError as exc:
-            raise NetscanArgsError(f"netscan params: ranges: {exc}") from None
+        nets = networks_param(params, "netscan")
+        ranges = params["ranges"]
         raw = params.get("targets")
         if not isinstance(raw, list) or not raw:
             raise NetscanArgsError("netscan params: targets must be a non-empty list")

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from checks.base import Args, CheckError
+from checks.base import Args, CheckError, networks_param
 
 # Netmiko's names of the platforms the sensor drives (checks.device parses their output).
 PLATFORMS = ("arista_eos", "cisco_asa", "cisco_ios", "cisco_nxos", "cisco_xe", "fortinet", "juniper_junos", "linux",
@@ -48,15 +48,8 @@ class SshDeviceArgs(Args):
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> SshDeviceArgs:
         # Unknown keys are ignored, as every check does: a newer controller may push what this agent lacks.
-        ranges = params.get("ranges")
-        if not isinstance(ranges, list) or not ranges or not all(isinstance(r, str) for r in ranges):
-            raise SshDeviceArgsError("ssh_device params: ranges must be a non-empty list of networks")
-        networks = []
-        for r in ranges:
-            try:
-                networks.append(ipaddress.ip_network(r, strict=False))
-            except ValueError:
-                raise SshDeviceArgsError(f"ssh_device params: range {r!r} is not a network") from None
+        networks = networks_param(params, "ssh_device")
+        ranges = params["ranges"]
         raw = params.get("devices")
         if not isinstance(raw, list) or not raw:
             raise SshDeviceArgsError("ssh_device params: devices must be a non-empty list")
