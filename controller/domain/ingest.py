@@ -396,6 +396,10 @@ def judge(
         outcomes = evaluate(app.rule, check_id, facts, status, change_reasons, status_message)
         ref = RuleRef.of(app)
         if device is not None:
+            if not judge.names_asset(app.rule, facts):
+                log.warning("agent %s: a %s result about %s, which rule %s does not name: stored, not judged",
+                            agent.id, check_id, device, app.rule.id)
+                continue
             if judge.records_changes:
                 changes.record(session, device, app.rule, facts, result_id, now)
             _judge_other_asset(session, judge, device, ref, outcomes, now, result_id, complete)

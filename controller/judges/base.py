@@ -166,6 +166,11 @@ class Judge:
         with at least ``asset`` and ``name``: the inventory lists them before any result arrives."""
         return []
 
+    def names_asset(self, rule: Rule, facts: Mapping[str, Any]) -> bool:
+        """Whether ``rule`` names the other asset a result is about (:meth:`asset_of`): a result about an
+        asset the rule does not name (a forged or stale report) is stored but judges nothing."""
+        return True
+
     def event_subject(self, subject: str) -> bool:
         """Whether ``subject`` is an event (a configuration change) rather than a state: a result that does
         not mention it does not resolve it, and a later good result leaves its ticket to people."""

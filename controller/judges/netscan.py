@@ -18,7 +18,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from controller.baselines import Rule, StrictModel, fail
 from controller.judges.base import Context, InvalidFacts, Judge, Observation, cannot_judge
-from controller.judges.ssh_device import ASSET_PREFIX, valid_address, valid_name, valid_network
+from controller.judges.ssh_device import ASSET_PREFIX, same_address, valid_address, valid_name, valid_network
 
 _PORT_ITEM = re.compile(r"\s*\d{1,5}(\s*-\s*\d{1,5})?\s*")
 _ALLOWED = re.compile(r"tcp/(\d{1,5})")
@@ -98,6 +98,11 @@ class Netscan(Judge):
         if not target:
             return None
         return str(facts.get("agent_id") or "") or ASSET_PREFIX + target
+
+    def names_asset(self, rule: Rule, facts: Mapping[str, Any]) -> bool:
+        return any(t.get("name") == facts.get("target") and same_address(t.get("address"), facts.get("address"))
+                   and (t.get("agent") or "") == (facts.get("agent") or "")
+                   for t in rule.params.get("targets", []) or [] if isinstance(t, Mapping))
 
     def prepare(self, facts: dict[str, Any], ctx: Context) -> tuple[dict[str, Any], dict[str, str]]:
         # What the target's own agent reports listening, for the comparison only the sensor can make.

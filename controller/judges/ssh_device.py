@@ -103,6 +103,14 @@ class SshDeviceExpect(StrictModel):
     max_signature_age_hours: float | None = Field(default=None, ge=0)
 
 
+def same_address(a: Any, b: Any) -> bool:
+    """Whether two written addresses are one ("2001:DB8::3" is "2001:db8::3")."""
+    try:
+        return ipaddress.ip_address(str(a)) == ipaddress.ip_address(str(b))
+    except ValueError:
+        return False
+
+
 def _number(value: Any) -> float | None:
     try:
         return float(value)
@@ -140,6 +148,10 @@ class SshDevice(Judge):
                         "credential": str(d.get("credential", "")), "purpose": str(d.get("purpose", "") or ""),
                         "connection": f"ssh:{port}", "ports_used": [f"tcp/{port}"]})
         return out
+
+    def names_asset(self, rule: Rule, facts: Mapping[str, Any]) -> bool:
+        return any(d.get("name") == facts.get("device") and same_address(d.get("address"), facts.get("address"))
+                   for d in rule.params.get("devices", []) or [] if isinstance(d, Mapping))
 
     def event_subject(self, subject: str) -> bool:
         return subject.startswith(EVENT_PREFIXES)

@@ -304,3 +304,16 @@ def test_reachable_ports_are_compared_with_what_the_hosts_own_agent_reports(sess
     assert "its agent reports no listener on it" in found[(host_id, "exposure/tcp/8080")][1]
     assert titles["exposure/tcp/8080"].startswith("NET-PORTS on web-01: ")  # filed under the host, by its name
     assert found[("dev:ghost", "agent")][0] == "unknown"
+
+
+def test_a_result_about_a_device_the_rule_does_not_name_judges_nothing(sessions: sessionmaker[Session]) -> None:
+    """A forged (or stale) report must not open, bump or resolve any asset's tickets."""
+    sensor = Sensor(sessions)
+    sensor.report(T0, fw())
+    before = sensor.open_tickets()
+    assert ("dev:fw-hq", "eol") in before
+    sensor.report(T0 + dt.timedelta(hours=1), fw(address="10.20.0.99", version="7.4.1", ntp={"synchronized": True}),
+                  {"device": "intruder", "address": "10.20.0.1", "port": 22, "platform": "fortinet", "reached": False,
+                   "error_kind": "timeout"})
+    assert sensor.open_tickets() == before
+    assert not [k for k in sensor.findings() if k[0] == "dev:intruder"]
