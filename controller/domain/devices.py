@@ -20,8 +20,8 @@ from controller.storage.models import Agent, Finding, Result, Ticket
 from controller.storage.serialize import rfc3339
 
 OPEN_STATUSES = ("open", "acknowledged", "in_progress")
-CSV_COLUMNS = ("name", "asset", "purpose", "address", "connection", "platform", "version", "model", "serial",
-               "support", "last_collected", "reached", "error", "sensor", "baseline", "open_tickets")
+CSV_COLUMNS = ("name", "asset", "purpose", "address", "connection", "ports_used", "platform", "version", "model",
+               "serial", "support", "last_collected", "reached", "error", "sensor", "baseline", "open_tickets")
 
 
 def declared(baselines: Iterable[BaselineDoc]) -> dict[str, dict[str, Any]]:
@@ -33,9 +33,13 @@ def declared(baselines: Iterable[BaselineDoc]) -> dict[str, dict[str, Any]]:
             if judge is None:
                 continue
             for item in judge.declared_assets(rule.params):
-                out.setdefault(item["asset"], {**item, "baseline": doc.name, "rule_id": rule.id,
-                                               "scope": list(doc.scope_tags or []),
-                                               "_subjects": dict(judge.inventory_subjects)})
+                known = out.get(item["asset"])
+                # One entry per asset: the first that says what it is (a platform) wins over one that
+                # only scans it; otherwise the first baseline by name.
+                if known is None or (not known.get("platform") and item.get("platform")):
+                    out[item["asset"]] = {**item, "baseline": doc.name, "rule_id": rule.id,
+                                          "scope": list(doc.scope_tags or []),
+                                          "_subjects": dict(judge.inventory_subjects)}
     return out
 
 
@@ -62,32 +66,46 @@ def inventory(session: Session, baselines: Iterable[BaselineDoc]) -> list[dict[s
             eol[f.asset] = f
     results = {r.id: r for r in session.execute(select(Result).where(
         Result.id.in_([f.result_id for f in latest.values() if f.result_id is not None]))).scalars()}
+    # What each asset exposes: the open ports of the latest result of a check that scans them.
+    scanners = [cid for cid, j in JUDGES.items() if "reachable_ports" in j.provides]
+    scan_ids = dict(session.execute(select(Finding.asset, func.max(Finding.result_id)).where(
+        Finding.asset.in_(assets), Finding.check_id.in_(scanners)).group_by(Finding.asset)).all())
+    scanned: dict[str, list[str]] = {}
+    scan_results: dict[str, Result] = {}
+    by_id = {i: a for a, i in scan_ids.items() if i}
+    for r in session.execute(select(Result).where(Result.id.in_(list(by_id)))).scalars():
+        scan_results[by_id[r.id]] = r
+        scanned[by_id[r.id]] = [f"tcp/{int(p.get('port', 0))}" for p in (r.facts or {}).get("open", []) or []]
     tickets = dict(session.execute(select(Ticket.asset, func.count()).where(
         Ticket.asset.in_(assets), Ticket.status.in_(OPEN_STATUSES)).group_by(Ticket.asset)).all())
     sensors = {a.id: a.hostname for a in session.execute(select(Agent).where(Agent.id.in_(
-        [r.agent_id for r in results.values()]))).scalars()}
+        [r.agent_id for r in [*results.values(), *scan_results.values()]]))).scalars()}
     rows = []
     for asset, item in items.items():
         finding = latest.get(asset)
         result = results.get(finding.result_id) if finding is not None and finding.result_id else None
         facts: dict[str, Any] = dict(result.facts or {}) if result is not None else {}
+        seen = result if result is not None else scan_results.get(asset)  # a target that is only scanned
         support = "not collected yet"
         if asset in eol:
             e = eol[asset]
             support = {"pass": "supported", "fail": "end of life", "unknown": "unknown"}.get(e.status, e.status)
+        declared_ports = list(item.get("ports_used", []))
         rows.append({
             **{k: v for k, v in item.items() if not k.startswith("_")},
+            "ports_used": sorted(set(declared_ports) | set(scanned.get(asset, [])),
+                                 key=lambda p: int(p.split("/")[1]) if p.split("/")[-1].isdigit() else 0),
             "version": facts.get("version", ""),
             "model": facts.get("model", ""),
             "serial": facts.get("serial", ""),
             "os_name": facts.get("os_name", ""),
             "support": support,
             "support_detail": eol[asset].message if asset in eol else "",
-            "last_collected": rfc3339(result.collected_at) if result is not None else None,
+            "last_collected": rfc3339(seen.collected_at) if seen is not None else None,
             "reached": bool(facts.get("reached")) if result is not None else None,
             "error": facts.get("error", "") if result is not None else "",
-            "sensor": sensors.get(result.agent_id, result.agent_id) if result is not None else "",
-            "sensor_id": result.agent_id if result is not None else "",
+            "sensor": sensors.get(seen.agent_id, seen.agent_id) if seen is not None else "",
+            "sensor_id": seen.agent_id if seen is not None else "",
             "open_tickets": int(tickets.get(asset, 0)),
         })
     return sorted(rows, key=lambda r: str(r["name"]))
@@ -107,6 +125,8 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
 
 
 def _csv_cell(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        value = " ".join(str(v) for v in value)
     text = str(value).lower() if isinstance(value, bool) else str(value)
     # A cell a spreadsheet would run as a formula is prefixed (OWASP CSV injection).
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

@@ -83,6 +83,7 @@ class Netscan(Judge):
     default_interval_s = 3600
     params_model = NetscanParams
     expect_model = NetscanExpect
+    provides = frozenset({"reachable_ports"})  # the inventory lists what a target exposes
 
     def validate(self, facts: dict[str, Any]) -> None:
         target = str(facts.get("target", ""))
@@ -98,6 +99,15 @@ class Netscan(Judge):
         if not target:
             return None
         return str(facts.get("agent_id") or "") or ASSET_PREFIX + target
+
+    def declared_assets(self, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        # Targets without an agent of their own are devices (an IoT camera, a printer) for the inventory;
+        # a target that runs an agent is that agent's host, listed among the agents.
+        return [{"asset": ASSET_PREFIX + str(t["name"]), "name": str(t["name"]), "address": str(t.get("address", "")),
+                 "port": 0, "platform": "", "credential": "", "purpose": "", "connection": "scanned only",
+                 "ports_used": []}
+                for t in params.get("targets", []) or [] if isinstance(t, Mapping) and t.get("name")
+                and not t.get("agent")]
 
     def names_asset(self, rule: Rule, facts: Mapping[str, Any]) -> bool:
         return any(t.get("name") == facts.get("target") and same_address(t.get("address"), facts.get("address"))

@@ -317,3 +317,32 @@ def test_a_result_about_a_device_the_rule_does_not_name_judges_nothing(sessions:
                    "error_kind": "timeout"})
     assert sensor.open_tickets() == before
     assert not [k for k in sensor.findings() if k[0] == "dev:intruder"]
+
+
+def test_the_inventory_adds_what_scans_found_and_lists_scanned_only_targets(sessions: sessionmaker[Session]) -> None:
+    from controller.domain import devices
+    from proto.vigil.v1 import netscan_pb2
+
+    scan_baseline = NETSCAN.replace(
+        "targets: [{name: fw-hq, address: 10.20.0.1}]",
+        "targets: [{name: fw-hq, address: 10.20.0.1}, {name: cam-lobby, address: 10.20.0.40}]")
+    docs = [load_baseline(BASELINE, "b.yaml", CHECK_SPECS), load_baseline(scan_baseline, "n.yaml", CHECK_SPECS)]
+    Sensor(sessions).report(T0, fw(), sw())
+    rules = applicable_rules(docs[1:], ["sensor"])
+    reports = []
+    for i, facts in enumerate([{"target": "fw-hq", "address": "10.20.0.1", "open": [{"port": 443}, {"port": 22}]},
+                               {"target": "cam-lobby", "address": "10.20.0.40", "open": [{"port": 554}]}, {}]):
+        r = report_pb2.Report(sequence=100 + i, check_id="netscan", check_version=1, task_id=rules[0].task_id,
+                              status=common_pb2.CheckStatus(kind="OK"))
+        r.collected_at.FromDatetime(T0 + dt.timedelta(minutes=5))
+        r.netscan.CopyFrom(ParseDict(facts, netscan_pb2.NetscanResult()))
+        reports.append(r)
+    with sessions.begin() as s:
+        ingest_reports(s, SENSOR, reports, rules, now=T0 + dt.timedelta(minutes=5))
+    with sessions() as s:
+        rows = {d["name"]: d for d in devices.inventory(s, docs)}
+    assert rows["fw-hq"]["ports_used"] == ["tcp/22", "tcp/443"] and rows["fw-hq"]["platform"] == "fortinet"
+    cam = rows["cam-lobby"]
+    assert (cam["connection"], cam["ports_used"], cam["sensor"]) == ("scanned only", ["tcp/554"], "sensor-01")
+    assert cam["last_collected"] == "2026-12-01T08:05:00Z" and cam["support"] == "not collected yet"
+    assert "tcp/22 tcp/443" in devices.csv_text(list(rows.values()))

@@ -109,7 +109,8 @@ def test_devices_are_judged_as_their_own_assets(lab: tuple[Controller, AgentProc
     assert hq["sensor_id"] == agent_id and hq["last_collected"] and hq["connection"] == "ssh:22"
     assert branch["reached"] is False and "host key not trusted" in branch["error"]
     csv_text = ctl.vigil("devices", "list", "--csv", "-").stdout
-    assert csv_text.startswith("name,asset,purpose,address,connection,platform,version") and "fw-hq" in csv_text
+    assert csv_text.startswith("name,asset,purpose,address,connection,ports_used,platform,version")
+    assert "fw-hq" in csv_text
 
     # The running configuration changes on the device: a ticket with the redacted diff.
     cfg = servers[0].dir / "device.json"
