@@ -18,7 +18,14 @@ from pydantic import AfterValidator, Field, model_validator
 
 from controller.baselines import Rule, StrictModel, fail
 from controller.judges.base import Context, InvalidFacts, Judge, Observation, cannot_judge
-from controller.judges.ssh_device import ASSET_PREFIX, same_address, valid_address, valid_name, valid_network
+from controller.judges.ssh_device import (
+    ASSET_PREFIX,
+    inside_and_unique,
+    same_address,
+    valid_address,
+    valid_name,
+    valid_network,
+)
 
 _PORT_ITEM = re.compile(r"\s*\d{1,5}(\s*-\s*\d{1,5})?\s*")
 _ALLOWED = re.compile(r"tcp/(\d{1,5})")
@@ -55,14 +62,7 @@ class NetscanParams(StrictModel):
 
     @model_validator(mode="after")
     def _inside_and_unique(self) -> NetscanParams:
-        nets = [ipaddress.ip_network(r, strict=False) for r in self.ranges]
-        for t in self.targets:
-            if not any(ipaddress.ip_address(t.address) in n for n in nets):
-                raise fail(f"target {t.name} ({t.address}) is outside the ranges {', '.join(self.ranges)}: "
-                           "the sensor would refuse it")
-        names = [t.name for t in self.targets]
-        if len(set(names)) != len(names):
-            raise fail("target names must be unique")
+        inside_and_unique(self.ranges, [(t.name, t.address) for t in self.targets], "target")
         return self
 
 

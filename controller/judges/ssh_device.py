@@ -82,16 +82,21 @@ class SshDeviceParams(StrictModel):
 
     @model_validator(mode="after")
     def _inside_and_unique(self) -> SshDeviceParams:
-        nets = [ipaddress.ip_network(r, strict=False) for r in self.ranges]
-        for d in self.devices:
-            if not any(ipaddress.ip_address(d.address) in n for n in nets):
-                raise fail(f"device {d.name} ({d.address}) is outside the ranges {', '.join(self.ranges)}: "
-                           "the sensor would refuse it")
-        names = [d.name for d in self.devices]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise fail(f"device names must be unique: {', '.join(twice)} more than once")
+        inside_and_unique(self.ranges, [(d.name, d.address) for d in self.devices], "device")
         return self
+
+
+def inside_and_unique(ranges: list[str], named: list[tuple[str, str]], kind: str) -> None:
+    """Refuse a (name, address) outside ``ranges`` (the sensor would refuse it) or a name given twice."""
+    nets = [ipaddress.ip_network(r, strict=False) for r in ranges]
+    for name, address in named:
+        if not any(ipaddress.ip_address(address) in n for n in nets):
+            raise fail(f"{kind} {name} ({address}) is outside the ranges {', '.join(ranges)}: the sensor would "
+                       "refuse it")
+    names = [n for n, _ in named]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise fail(f"{kind} names must be unique: {', '.join(twice)} more than once")
 
 
 class SshDeviceExpect(StrictModel):
