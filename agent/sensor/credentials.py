@@ -108,8 +108,10 @@ class Credentials:
         in_vault = frozenset(str(n) for n, spec in data.items() if isinstance(spec, dict) and spec.get("vault"))
         return cls(entries, path, in_vault)
 
-    def _open_vault(self) -> Vault | None:
-        if self._vault is None and (self.path.parent / VAULT_FILE).exists():
+    def _open_vault(self, required: bool = False) -> Vault | None:
+        """The vault, opened once (scrypt costs tens of milliseconds, on purpose); None when there is none
+        and none is ``required`` (then opening it says what is missing)."""
+        if self._vault is None and (required or (self.path.parent / VAULT_FILE).exists()):
             self._vault = Vault.open(self.path.parent)
         return self._vault
 
@@ -117,7 +119,7 @@ class Credentials:
         entry = self._entries.get(name)
         if entry is not None and name not in self._vault_names:
             return entry
-        vault = self._open_vault() if entry is None else Vault.open(self.path.parent)
+        vault = self._open_vault(required=entry is not None)
         secret = vault.get(name) if vault is not None else None
         if entry is not None:
             if secret is None:

@@ -9,6 +9,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import paramiko
 import pytest
@@ -168,3 +169,24 @@ def test_a_vault_password_logs_in_by_password_or_keyboard_interactive(
     Vault.open(tmp_path).set("fw", Secret("admin", password="wrong"))
     with pytest.raises(AuthFailed, match=r"fw1 \(\[127.0.0.1\]:\d+\): user 'admin' refused .* \(1 tried: password\)"):
         collect(target, ["uname -a"], credential=Credentials.load(tmp_path).get("fw"), hostkeys=store)
+
+
+def test_the_vault_is_opened_once_for_many_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIGIL_VAULT_PASSPHRASE", PASSPHRASE)
+    vault = Vault.open(tmp_path, create=True)
+    for n in range(3):
+        vault.set(f"sw{n}", Secret("netops", enable_secret=f"en{n}"))
+    path = tmp_path / "credentials.yaml"
+    path.write_text("".join(f"sw{n}:\n  username: netops\n  key_file: /k\n  vault: true\n" for n in range(3)))
+    path.chmod(0o600)
+    opened: list[Path] = []
+    real = Vault.open.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type[Vault], data_dir: Path, *args: Any, **kwargs: Any) -> Vault:
+        opened.append(data_dir)
+        return real(cls, data_dir, *args, **kwargs)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(Vault, "open", classmethod(counting))
+    creds = Credentials.load(tmp_path)
+    assert [creds.get(f"sw{n}").enable_secret() for n in range(3)] == ["en0", "en1", "en2"]
+    assert len(opened) == 1
