@@ -29,36 +29,37 @@ from agent import AgentError
 
 
 class SensorError(AgentError):
-    pass
+    # What a device's result says when this kept the sensor from it (SshDeviceResult.error_kind).
+    kind = "session"
 
 
 class HostKeyError(SensorError, PermissionError):
-    pass
+    kind = "host_key"
 
 
 class UnknownHostKey(HostKeyError):
-    pass
+    kind = "unknown_host_key"
 
 
 class HostKeyChanged(HostKeyError):
-    pass
+    kind = "host_key_changed"
 
 
 class CredentialError(SensorError, LookupError):
-    pass
+    kind = "credential"
 
 
 class AuthFailed(SensorError, PermissionError):
-    pass
+    kind = "auth_failed"
 
 
 class ConnectFailed(SensorError, ConnectionError):
-    pass
+    kind = "connect_failed"
 
 
 class DeviceTimeout(SensorError, TimeoutError):
-    pass
+    kind = "timeout"
 
 
 class SessionError(SensorError):
-    pass
+    kind = "session"

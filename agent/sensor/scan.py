@@ -40,7 +40,7 @@ ScanMethod = Literal["auto", "connect", "syn"]
 
 
 class OutOfScope(SensorError, PermissionError):
-    pass
+    kind = "out_of_scope"
 
 
 @dataclass(frozen=True)

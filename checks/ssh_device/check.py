@@ -20,13 +20,11 @@ from checks.ssh_device.args import DeviceSpec, SshDeviceArgs
 from checks.ssh_device.result import DeviceConfig, DeviceNtp, DeviceSignature, SshDeviceResult
 
 if TYPE_CHECKING:
+    from agent.sensor import SensorError
     from agent.sensor.device import Snapshot
     from checks.eol.model import EolItem
 
 MAX_DIFF = 64 * 1024
-_ERROR_KINDS = (("UnknownHostKey", "unknown_host_key"), ("HostKeyChanged", "host_key_changed"),
-                ("CredentialError", "credential"), ("AuthFailed", "auth_failed"), ("ConnectFailed", "connect_failed"),
-                ("DeviceTimeout", "timeout"), ("OutOfScope", "out_of_scope"))
 
 
 class SshDevice(Check[SshDeviceArgs, SshDeviceResult]):
@@ -54,7 +52,6 @@ class SshDevice(Check[SshDeviceArgs, SshDeviceResult]):
         scope = Scope(args.ranges)
         early: dict[str, SshDeviceResult] = {}
         jobs: list[tuple[Target, Credential]] = []
-        specs: dict[str, DeviceSpec] = {d.name: d for d in args.devices}
         try:
             creds: Credentials | None = Credentials.load(ctx.data_dir)
             problem = ""
@@ -77,7 +74,7 @@ class SshDevice(Check[SshDeviceArgs, SshDeviceResult]):
         for d in args.devices:
             result, remember = early.get(d.name), None
             if result is None:
-                result, remember = _result(specs[d.name], snaps[d.name], state)
+                result, remember = _result(d, snaps[d.name], state)
             if ctx.emit is None:
                 _remember(state, remember)
                 yield result
@@ -91,8 +88,8 @@ class SshDevice(Check[SshDeviceArgs, SshDeviceResult]):
         yield SshDeviceResult(device="", address="", port=0, platform="", reached=True)
 
 
-def _unreached(d: DeviceSpec, exc: Exception) -> SshDeviceResult:
-    kind = next((k for name, k in _ERROR_KINDS if type(exc).__name__ == name), "session")
+def _unreached(d: DeviceSpec, exc: SensorError) -> SshDeviceResult:
+    kind = exc.kind  # each SensorError says what kept the sensor from the device
     return SshDeviceResult(device=d.name, address=d.address, port=d.port, platform=d.platform, purpose=d.purpose,
                            reached=False, error_kind=kind, error=str(exc))
 
@@ -103,7 +100,9 @@ def _config_file(state: Path, device: str) -> Path:
 
 def _result(d: DeviceSpec, snap: Snapshot, state: Path | None) -> tuple[SshDeviceResult, tuple[Path, str] | None]:
     if snap.error is not None or snap.facts is None:
-        err = snap.error or CheckError("no facts")
+        from agent.sensor import SessionError
+
+        err = snap.error or SessionError(f"{d.name}: the session gave no facts")
         return _unreached(d, err), None
     f = snap.facts
     ntp = None
