@@ -34,19 +34,50 @@ class ParamsError(CheckError, ValueError):
     """A rule's ``params`` the check cannot run with."""
 
 
-def networks_param(params: Mapping[str, Any], check_id: str, key: str = "ranges") -> list[Any]:
+def networks_param(params: Mapping[str, Any], check_id: str, key: str = "ranges",
+                   error: type[ParamsError] = ParamsError) -> list[Any]:
     """``params[key]``: a non-empty list of networks ("10.20.0.0/24", "2001:db8::/64", "10.0.0.5"), parsed."""
     import ipaddress
 
     ranges = params.get(key)
     if not isinstance(ranges, list) or not ranges or not all(isinstance(r, str) for r in ranges):
-        raise ParamsError(f"{check_id} params: {key} must be a non-empty list of networks")
+        raise error(f"{check_id} params: {key} must be a non-empty list of networks")
     out: list[Any] = []
     for r in ranges:
         try:
             out.append(ipaddress.ip_network(r, strict=False))
         except ValueError:
-            raise ParamsError(f"{check_id} params: {key}: {r!r} is not a network") from None
+            raise error(f"{check_id} params: {key}: {r!r} is not a network") from None
+    return out
+
+
+def named_addresses(params: Mapping[str, Any], key: str, check_id: str, networks: list[Any],
+                    error: type[ParamsError] = ParamsError) -> list[tuple[str, Mapping[str, Any], str]]:
+    """``params[key]``: a non-empty list of mappings, each with a ``name`` and an IP ``address`` inside
+    ``networks``, no name twice. One (where, the mapping, the address as ipaddress writes it) per entry."""
+    import ipaddress
+
+    raw = params.get(key)
+    if not isinstance(raw, list) or not raw:
+        raise error(f"{check_id} params: {key} must be a non-empty list")
+    out: list[tuple[str, Mapping[str, Any], str]] = []
+    for i, entry in enumerate(raw):
+        where = f"{check_id} params: {key}[{i}]"
+        if not isinstance(entry, Mapping):
+            raise error(f"{where} must be a mapping")
+        for field_name in ("name", "address"):
+            if not isinstance(entry.get(field_name), str) or not entry[field_name]:
+                raise error(f"{where}: {field_name} is required")
+        try:
+            address = ipaddress.ip_address(entry["address"])
+        except ValueError:
+            raise error(f"{where}: address {entry['address']!r} is not an IP address") from None
+        if not any(address in n for n in networks):
+            raise error(f"{where}: {entry['name']} ({address}) is outside the ranges")
+        out.append((where, entry, str(address)))
+    names = [entry["name"] for _, entry, _ in out]
+    if len(set(names)) != len(names):
+        raise error(f"{check_id} params: the names in {key} must be unique")
     return out
 
 

@@ -84,12 +84,12 @@ class Scope:
 
 def parse_ports(spec: str) -> list[int]:
     """``"22,80,8000-8010"`` -> sorted unique ports; a clear error naming the bad part."""
-    from checks.netscan.ports import PortsError
-    from checks.netscan.ports import parse_ports as parse
+    from common.portlist import PortListError
+    from common.portlist import parse_ports as parse
 
     try:
         return parse(spec)
-    except PortsError as exc:
+    except PortListError as exc:
         raise SensorError(str(exc)) from None
 
 

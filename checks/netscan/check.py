@@ -13,20 +13,29 @@ One result per target goes out through ``Context.emit``; the run's own last resu
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from checks.base import Args, Check, CheckError, Context, Result, Undelivered, networks_param
+from checks.base import (
+    Args,
+    Check,
+    Context,
+    ParamsError,
+    Result,
+    Undelivered,
+    named_addresses,
+    networks_param,
+)
+from common.portlist import PortListError, parse_ports
 from proto.vigil.v1 import netscan_pb2
 
 MAX_PORTS = 65535
 _METHODS = ("auto", "connect", "syn")
 
 
-class NetscanArgsError(CheckError, ValueError):
+class NetscanArgsError(ParamsError):
     pass
 
 
@@ -47,36 +56,23 @@ class NetscanArgs(Args):
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> NetscanArgs:
-        nets = networks_param(params, "netscan")
+        nets = networks_param(params, "netscan", error=NetscanArgsError)
         ranges = params["ranges"]
-        raw = params.get("targets")
-        if not isinstance(raw, list) or not raw:
-            raise NetscanArgsError("netscan params: targets must be a non-empty list")
         targets = []
-        for i, t in enumerate(raw):
-            if not isinstance(t, Mapping) or not isinstance(t.get("name"), str) or not t["name"] \
-                    or not isinstance(t.get("address"), str):
-                raise NetscanArgsError(f"netscan params: targets[{i}] needs a name and an address")
-            try:
-                address = ipaddress.ip_address(t["address"])
-            except ValueError:
-                raise NetscanArgsError(f"netscan params: targets[{i}]: {t['address']!r} is not an IP address") from None
-            if not any(address in n for n in nets):
-                raise NetscanArgsError(f"netscan params: targets[{i}]: {t['name']} ({address}) is outside the ranges")
+        for where, t, address in named_addresses(params, "targets", "netscan", nets, NetscanArgsError):
             agent = t.get("agent", "")
             if not isinstance(agent, str):
-                raise NetscanArgsError(f"netscan params: targets[{i}]: agent must be an agent id or hostname")
-            targets.append(Target(t["name"], str(address), agent))
-        if len({t.name for t in targets}) != len(targets):
-            raise NetscanArgsError("netscan params: target names must be unique")
+                raise NetscanArgsError(f"{where}: agent must be an agent id or hostname")
+            targets.append(Target(t["name"], address, agent))
         ports = params.get("ports", "1-1024")
         method = params.get("method", "auto")
         timeout = params.get("timeout_s", 1.0)
         if not isinstance(ports, str):
             raise NetscanArgsError('netscan params: ports must be text such as "1-1024,8080"')
-        from checks.netscan.ports import parse_ports
-
-        parse_ports(ports)
+        try:
+            parse_ports(ports)
+        except PortListError as exc:
+            raise NetscanArgsError(f"netscan params: {exc}") from None
         if method not in _METHODS:
             raise NetscanArgsError(f"netscan params: method must be one of {', '.join(_METHODS)}")
         if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not 0.05 <= timeout <= 30:
@@ -122,7 +118,6 @@ class Netscan(Check[NetscanArgs, NetscanResult]):
     def collect(self, args: NetscanArgs, ctx: Context) -> Iterator[NetscanResult]:
         from agent.sensor import SensorError
         from agent.sensor.scan import ScanOptions, Scope, chosen_method, scan_ports
-        from checks.netscan.ports import parse_ports
 
         scope = Scope(args.ranges)
         ports = parse_ports(args.ports)

@@ -12,19 +12,18 @@ Example ``params``::
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from checks.base import Args, CheckError, networks_param
+from checks.base import Args, ParamsError, named_addresses, networks_param
 
 # Netmiko's names of the platforms the sensor drives (checks.device parses their output).
 PLATFORMS = ("arista_eos", "cisco_asa", "cisco_ios", "cisco_nxos", "cisco_xe", "fortinet", "juniper_junos", "linux",
              "paloalto_panos")
 
 
-class SshDeviceArgsError(CheckError, ValueError):
+class SshDeviceArgsError(ParamsError):
     pass
 
 
@@ -48,17 +47,10 @@ class SshDeviceArgs(Args):
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> SshDeviceArgs:
         # Unknown keys are ignored, as every check does: a newer controller may push what this agent lacks.
-        networks = networks_param(params, "ssh_device")
+        networks = networks_param(params, "ssh_device", error=SshDeviceArgsError)
         ranges = params["ranges"]
-        raw = params.get("devices")
-        if not isinstance(raw, list) or not raw:
-            raise SshDeviceArgsError("ssh_device params: devices must be a non-empty list")
-        devices: list[DeviceSpec] = []
-        for i, d in enumerate(raw):
-            devices.append(_device(i, d, networks))
-        names = [d.name for d in devices]
-        if len(set(names)) != len(names):
-            raise SshDeviceArgsError("ssh_device params: device names must be unique")
+        named = named_addresses(params, "devices", "ssh_device", networks, SshDeviceArgsError)
+        devices = [_device(where, d, address) for where, d, address in named]
         timeout = params.get("command_timeout_s", 60.0)
         workers = params.get("workers", 8)
         if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not 1 <= timeout <= 600:
@@ -69,25 +61,16 @@ class SshDeviceArgs(Args):
         return cls(tuple(devices), tuple(ranges), float(timeout), int(workers))
 
 
-def _device(i: int, d: Any, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> DeviceSpec:
-    where = f"ssh_device params: devices[{i}]"
-    if not isinstance(d, Mapping):
-        raise SshDeviceArgsError(f"{where} must be a mapping")
-    for key in ("name", "address", "platform", "credential"):
+def _device(where: str, d: Mapping[str, Any], address: str) -> DeviceSpec:
+    for key in ("platform", "credential"):
         if not isinstance(d.get(key), str) or not d[key]:
             raise SshDeviceArgsError(f"{where}: {key} is required")
     if d["platform"] not in PLATFORMS:
         raise SshDeviceArgsError(f"{where}: platform {d['platform']!r} is not one of {', '.join(PLATFORMS)}")
-    try:
-        address = ipaddress.ip_address(d["address"])
-    except ValueError:
-        raise SshDeviceArgsError(f"{where}: address {d['address']!r} is not an IP address") from None
-    if not any(address in n for n in networks):
-        raise SshDeviceArgsError(f"{where}: {d['name']} ({address}) is outside the ranges")
     port = d.get("port", 22)
     if not isinstance(port, int | float) or isinstance(port, bool) or int(port) != port or not 1 <= port <= 65535:
         raise SshDeviceArgsError(f"{where}: port must be 1 to 65535")
     purpose = d.get("purpose", "")
     if not isinstance(purpose, str):
         raise SshDeviceArgsError(f"{where}: purpose must be text")
-    return DeviceSpec(d["name"], str(address), d["platform"], d["credential"], int(port), purpose)
+    return DeviceSpec(d["name"], address, d["platform"], d["credential"], int(port), purpose)

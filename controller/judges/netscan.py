@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
+from common.portlist import PortListError, parse_ports
 from controller.baselines import Rule, StrictModel, fail
 from controller.judges.base import Context, InvalidFacts, Judge, Observation, cannot_judge
 from controller.judges.ssh_device import (
@@ -27,19 +28,14 @@ from controller.judges.ssh_device import (
     valid_network,
 )
 
-_PORT_ITEM = re.compile(r"\s*\d{1,5}(\s*-\s*\d{1,5})?\s*")
 _ALLOWED = re.compile(r"tcp/(\d{1,5})")
 
 
 def _ports(v: str) -> str:
-    parts = [p for p in v.split(",") if p.strip()]
-    if not parts or not all(_PORT_ITEM.fullmatch(p) for p in parts):
-        raise fail(f"ports {v!r}: write ports and ranges such as \"22,80,8000-8010\"")
-    for p in parts:
-        lo, _, hi = p.partition("-")
-        a, b = int(lo), int(hi or lo)
-        if not 1 <= a <= b <= 65535:
-            raise fail(f"ports {v!r}: {p.strip()!r} is outside 1-65535 or reversed")
+    try:
+        parse_ports(v)
+    except PortListError as exc:
+        raise fail(f"{exc}; write ports and ranges such as \"22,80,8000-8010\"") from None
     return v
 
 
