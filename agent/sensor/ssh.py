@@ -18,7 +18,7 @@ import functools
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import paramiko
 
@@ -87,7 +87,6 @@ class Output:
 class _Clock:
     session_deadline: float
     timeouts: Timeouts
-    started: float = field(default_factory=time.monotonic)
 
     def command_deadline(self) -> float:
         return min(time.monotonic() + self.timeouts.command, self.session_deadline)

@@ -54,6 +54,8 @@ INCARNATIONS: Table = AgentIncarnation.__table__  # type: ignore[assignment]
 _ADVANCE = INCARNATIONS.update().where(
     INCARNATIONS.c.agent_id == bindparam("agent"), INCARNATIONS.c.incarnation == bindparam("inc"),
 ).values(max_sequence=bindparam("top"), reports=INCARNATIONS.c.reports + bindparam("stored"))
+# The checks whose results list an agent's listening sockets (the ports judge provides them).
+_LISTENER_CHECKS = tuple(cid for cid, j in JUDGES.items() if "listeners" in j.provides)
 # Agent-row columns a judge may set from facts that describe the asset itself.
 ASSET_STATE = frozenset({"spool_depth", "dropped_records"})
 
@@ -196,8 +198,8 @@ def ingest_reports(
                                .order_by(Agent.enrolled_at.desc()).limit(1)).scalar_one_or_none()
         if host is None:
             return None
-        providers = [cid for cid, j in JUDGES.items() if "listeners" in j.provides]
-        facts = session.execute(select(Result.facts).where(Result.agent_id == host, Result.check_id.in_(providers),
+        facts = session.execute(select(Result.facts).where(Result.agent_id == host,
+                                                           Result.check_id.in_(_LISTENER_CHECKS),
                                                            Result.status.in_(JUDGEABLE))
                                 .order_by(Result.id.desc()).limit(1)).scalar_one_or_none()
         return host, (list(facts.get("listeners", [])) if isinstance(facts, dict) else None)
@@ -395,19 +397,17 @@ def judge(
             continue
         outcomes = evaluate(app.rule, check_id, facts, status, change_reasons, status_message)
         ref = RuleRef.of(app)
+        if device is not None and not judge.names_asset(app.rule, facts):
+            log.warning("agent %s: a %s result about %s, which rule %s does not name: stored, not judged",
+                        agent.id, check_id, device, app.rule.id)
+            continue
+        if judge.records_changes:
+            changes.record(session, device or agent.id, app.rule, facts, result_id, now)
         if device is not None:
-            if not judge.names_asset(app.rule, facts):
-                log.warning("agent %s: a %s result about %s, which rule %s does not name: stored, not judged",
-                            agent.id, check_id, device, app.rule.id)
-                continue
-            if judge.records_changes:
-                changes.record(session, device, app.rule, facts, result_id, now)
             _judge_other_asset(session, judge, device, ref, outcomes, now, result_id, complete)
             continue
         if book is not None:
             outcomes = _with_unreported_failures(outcomes, book, ref)
-        if judge.records_changes:
-            changes.record(session, agent.id, app.rule, facts, result_id, now)
         if not judge.auto_resolve:
             # Events, not states: a result without events resolves nothing, and an expected change does
             # not undo an earlier unexpected one; only the subjects the judge says it settles resolve.
@@ -435,8 +435,7 @@ def _judge_other_asset(session: Session, judge: Judge, asset: str, ref: RuleRef,
     under that asset. A complete result settles its states; its events (a configuration change) stay
     until people handle them, and a result that does not mention one leaves it as it was."""
     book = Book(session, asset, now)
-    host = session.get(Agent, asset)  # a host with an agent of its own, scanned by a sensor
-    name = host.hostname if host is not None else asset
+    name = book.hostname or asset  # a host with an agent of its own (scanned by a sensor) by its name
     states = [o for o in outcomes if not judge.event_subject(o.subject)]
     events = [o for o in outcomes if judge.event_subject(o.subject)]
     gone: dict[str, str] = {}
