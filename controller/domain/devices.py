@@ -18,8 +18,9 @@ from controller.baselines import BaselineDoc
 from controller.judges.registry import JUDGES
 from controller.storage.models import Agent, Finding, Result, Ticket
 from controller.storage.serialize import rfc3339
+from controller.vocabulary import ACTIVE_STATUSES, FAIL, PASS, UNKNOWN
 
-OPEN_STATUSES = ("open", "acknowledged", "in_progress")
+SUPPORT = {PASS: "supported", FAIL: "end of life", UNKNOWN: "unknown"}  # the support finding's verdict
 CSV_COLUMNS = ("name", "asset", "purpose", "address", "connection", "ports_used", "platform", "version", "model",
                "serial", "support", "last_collected", "reached", "error", "sensor", "baseline", "open_tickets")
 
@@ -51,19 +52,16 @@ def inventory(session: Session, baselines: Iterable[BaselineDoc]) -> list[dict[s
     assets = list(items)
     # The latest result about each asset is the one its "seen" finding points at (every result of the
     # asset observes that subject); findings carry the result id: a few queries however long the history.
-    wanted = {(i["_subjects"].get("seen"), i["_subjects"].get("support")) for i in items.values()}
-    seen_subjects = {s for s, _ in wanted if s}
-    support_subjects = {s for _, s in wanted if s}
+    subjects = {s for i in items.values() for s in i["_subjects"].values()}
     latest: dict[str, Finding] = {}
-    eol: dict[str, Finding] = {}
-    for f in session.execute(select(Finding).where(Finding.asset.in_(assets),
-                                                   Finding.subject.in_(seen_subjects | support_subjects))
+    support_of: dict[str, Finding] = {}
+    for f in session.execute(select(Finding).where(Finding.asset.in_(assets), Finding.subject.in_(subjects))
                              .order_by(Finding.last_seen)).scalars():
-        subjects = items[f.asset]["_subjects"]
-        if f.subject == subjects.get("seen"):
+        mine = items[f.asset]["_subjects"]
+        if f.subject == mine.get("seen"):
             latest[f.asset] = f
-        if f.subject == subjects.get("support"):
-            eol[f.asset] = f
+        if f.subject == mine.get("support"):
+            support_of[f.asset] = f
     results = {r.id: r for r in session.execute(select(Result).where(
         Result.id.in_([f.result_id for f in latest.values() if f.result_id is not None]))).scalars()}
     # What each asset exposes: the open ports of the latest result of a check that scans them.
@@ -77,7 +75,7 @@ def inventory(session: Session, baselines: Iterable[BaselineDoc]) -> list[dict[s
         scan_results[by_id[r.id]] = r
         scanned[by_id[r.id]] = [f"tcp/{int(p.get('port', 0))}" for p in (r.facts or {}).get("open", []) or []]
     tickets = dict(session.execute(select(Ticket.asset, func.count()).where(
-        Ticket.asset.in_(assets), Ticket.status.in_(OPEN_STATUSES)).group_by(Ticket.asset)).all())
+        Ticket.asset.in_(assets), Ticket.status.in_(ACTIVE_STATUSES)).group_by(Ticket.asset)).all())
     sensors = {a.id: a.hostname for a in session.execute(select(Agent).where(Agent.id.in_(
         [r.agent_id for r in [*results.values(), *scan_results.values()]]))).scalars()}
     rows = []
@@ -86,21 +84,18 @@ def inventory(session: Session, baselines: Iterable[BaselineDoc]) -> list[dict[s
         result = results.get(finding.result_id) if finding is not None and finding.result_id else None
         facts: dict[str, Any] = dict(result.facts or {}) if result is not None else {}
         seen = result if result is not None else scan_results.get(asset)  # a target that is only scanned
-        support = "not collected yet"
-        if asset in eol:
-            e = eol[asset]
-            support = {"pass": "supported", "fail": "end of life", "unknown": "unknown"}.get(e.status, e.status)
-        declared_ports = list(item.get("ports_used", []))
+        sup = support_of.get(asset)
+        support = SUPPORT.get(sup.status, sup.status) if sup is not None else "not collected yet"
         rows.append({
             **{k: v for k, v in item.items() if not k.startswith("_")},
-            "ports_used": sorted(set(declared_ports) | set(scanned.get(asset, [])),
-                                 key=lambda p: int(p.split("/")[1]) if p.split("/")[-1].isdigit() else 0),
+            "ports_used": sorted({*item.get("ports_used", []), *scanned.get(asset, [])},
+                                 key=lambda p: int(p.split("/")[1])),
             "version": facts.get("version", ""),
             "model": facts.get("model", ""),
             "serial": facts.get("serial", ""),
             "os_name": facts.get("os_name", ""),
             "support": support,
-            "support_detail": eol[asset].message if asset in eol else "",
+            "support_detail": sup.message if sup is not None else "",
             "last_collected": rfc3339(seen.collected_at) if seen is not None else None,
             "reached": bool(facts.get("reached")) if result is not None else None,
             "error": facts.get("error", "") if result is not None else "",
