@@ -105,6 +105,7 @@ def _result(d: DeviceSpec, snap: Snapshot, state: Path | None) -> tuple[SshDevic
         err = snap.error or SessionError(f"{d.name}: the session gave no facts")
         return _unreached(d, err), None
     f = snap.facts
+    now = dt.datetime.now(dt.UTC)
     ntp = None
     if f.ntp is not None:
         ntp = DeviceNtp(f.ntp.synchronized, f.ntp.offset_ms if f.ntp.synchronized else None, f.ntp.stratum or 0,
@@ -121,10 +122,13 @@ def _result(d: DeviceSpec, snap: Snapshot, state: Path | None) -> tuple[SshDevic
         diff = config_diff(previous, f.config.text, "previous", "now") if changed and previous is not None else ""
         config = DeviceConfig(f.config.digest, f.config.lines, f.config.redacted, f.config.ignored,
                               first=previous is None, changed=changed, previous_digest=prev_digest,
-                              diff=diff[:MAX_DIFF], detected_at=dt.datetime.now(dt.UTC) if changed else None)
+                              diff=diff[:MAX_DIFF], detected_at=now if changed else None)
         if state is not None:
             remember = (_config_file(state, d.name), f.config.text)
-    sigs = tuple(DeviceSignature(s.name, s.version, s.released or "", s.released_at, s.zone_assumed)
+    from checks.av.result import age_hours
+
+    sigs = tuple(DeviceSignature(s.name, s.version, s.released or "", s.released_at, s.zone_assumed,
+                                 age_hours(s.released_at, now) if s.released_at is not None else 0.0)
                  for s in f.signatures)
     os_item = _linux_os(snap) if d.platform == "linux" else None
     return SshDeviceResult(

@@ -38,6 +38,7 @@ class DeviceSignature:
     released: str = ""
     released_at: dt.datetime | None = None
     zone_assumed: bool = False
+    age_hours: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,8 @@ class SshDeviceResult(Result):
         if self.os is not None:
             msg.os.CopyFrom(self.os.to_proto())
         for s in self.signatures:
-            sig = msg.signatures.add(name=s.name, version=s.version, released=s.released, zone_assumed=s.zone_assumed)
+            sig = msg.signatures.add(name=s.name, version=s.version, released=s.released, zone_assumed=s.zone_assumed,
+                                     age_hours=s.age_hours)
             if s.released_at is not None:
                 sig.released_at.FromDatetime(s.released_at.astimezone(dt.UTC))
         return msg

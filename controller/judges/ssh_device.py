@@ -29,7 +29,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from controller import eoldata
 from controller.baselines import Rule, StrictModel, WholeNumber, fail
-from controller.judges.base import Context, InvalidFacts, Judge, Observation, cannot_judge, verdict
+from controller.judges.base import Context, InvalidFacts, Judge, Observation, as_number, cannot_judge, verdict
 
 ASSET_PREFIX = "dev:"
 # Asset ids are at most 64 characters (tickets.asset): the prefix and a name of at most 60.
@@ -114,13 +114,6 @@ def same_address(a: Any, b: Any) -> bool:
         return ipaddress.ip_address(str(a)) == ipaddress.ip_address(str(b))
     except ValueError:
         return False
-
-
-def _number(value: Any) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
 
 
 class SshDevice(Judge):
@@ -213,9 +206,7 @@ class SshDevice(Judge):
             out.append(_config(device, facts, changes))
         limit = want.get("max_signature_age_hours")
         if limit is not None:
-            now = dt.datetime.now(dt.UTC)
-            for sig in facts.get("signatures", []):
-                out.append(_signature(device, sig, float(limit), now))
+            out += [_signature(device, sig, float(limit)) for sig in facts.get("signatures", [])]
         return out
 
 
@@ -262,7 +253,7 @@ def _ntp(device: str, facts: Mapping[str, Any], want: Mapping[str, Any]) -> Obse
         return Observation("ntp", "fail", f"{device}: clock synchronized is {have}, expected {expected}", evidence)
     limit = want.get("max_offset_ms")
     if limit is not None:
-        offset = _number(ntp.get("offset_ms"))
+        offset = as_number(ntp.get("offset_ms"))
         if offset is None:
             return cannot_judge("ntp", f"{device} printed no clock offset", evidence)
         if abs(offset) > float(limit):
@@ -271,18 +262,16 @@ def _ntp(device: str, facts: Mapping[str, Any], want: Mapping[str, Any]) -> Obse
     return Observation("ntp", "pass", f"{device}: clock synchronized", evidence)
 
 
-def _signature(device: str, sig: Mapping[str, Any], limit: float, now: dt.datetime) -> Observation:
+def _signature(device: str, sig: Mapping[str, Any], limit: float) -> Observation:
+    """The signature database's age as the sensor measured it at collection, like a host's av age."""
     subject = f"signatures:{str(sig.get('name', ''))[:200]}"
-    at = sig.get("released_at")
-    if not at:
+    age = as_number(sig.get("age_hours"))
+    if not sig.get("released_at") or age is None:
         return cannot_judge(subject, f"{device} prints no usable date for {sig.get('name')} "
                                      f"({sig.get('released') or 'none'})", dict(sig))
-    released = dt.datetime.fromisoformat(str(at).replace("Z", "+00:00"))
-    age = (now - released).total_seconds() / 3600
-    evidence = {**sig, "age_hours": round(age, 2)}
     ok = age <= limit
     return Observation(subject, verdict(ok), f"{device}: {sig.get('name')} {sig.get('version')} is {age:.0f} h old"
-                       + ("" if ok else f", more than {limit:g} h"), evidence)
+                       + ("" if ok else f", more than {limit:g} h"), dict(sig))
 
 
 JUDGE = SshDevice()

@@ -121,11 +121,16 @@ class DeviceSignature(_message.Message):
     RELEASED_FIELD_NUMBER: _builtins.int
     RELEASED_AT_FIELD_NUMBER: _builtins.int
     ZONE_ASSUMED_FIELD_NUMBER: _builtins.int
+    AGE_HOURS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     version: _builtins.str
     released: _builtins.str
     """as printed"""
     zone_assumed: _builtins.bool
+    age_hours: _builtins.float
+    """Hours from released_at to the collection, as the av check reports a host's signature age
+    (0 when released_at is unset).
+    """
     @_builtins.property
     def released_at(self) -> _timestamp_pb2.Timestamp:
         """unset when the device prints no usable date"""
@@ -138,10 +143,11 @@ class DeviceSignature(_message.Message):
         released: _builtins.str = ...,
         released_at: _timestamp_pb2.Timestamp | None = ...,
         zone_assumed: _builtins.bool = ...,
+        age_hours: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["released_at", b"released_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "released", b"released", "released_at", b"released_at", "version", b"version", "zone_assumed", b"zone_assumed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["age_hours", b"age_hours", "name", b"name", "released", b"released", "released_at", b"released_at", "version", b"version", "zone_assumed", b"zone_assumed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

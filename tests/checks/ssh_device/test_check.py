@@ -63,6 +63,8 @@ def test_one_result_per_device_and_a_config_change_told_once(sensor: tuple[Path,
         assert hq.ntp is not None and hq.ntp.synchronized is False
         assert hq.config is not None and hq.config.first and not hq.config.changed
         assert {s.name for s in hq.signatures} >= {"Virus-DB", "IPS-DB"}
+        # Their age is measured at collection, as a host's av age is (FortiOS 5.6 databases: years).
+        assert all(s.age_hours > 10_000 for s in hq.signatures if s.released_at is not None)
         assert (gone.reached, gone.error_kind) == (False, "connect_failed") and "fw-gone" in gone.error
         assert (nocred.reached, nocred.error_kind) == (False, "credential") and "'nope' is not in" in nocred.error
         assert run == SshDeviceResult(device="", address="", port=0, platform="", reached=True)
